@@ -1,0 +1,3 @@
+"""pytest fixtures for redis (see tests/conftest.py)."""
+
+from __future__ import annotations

@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# placeholder, filled in by the foundation work
+source "$(dirname "$0")/common.sh"
+log "kube: nothing to do yet"
