@@ -1,0 +1,122 @@
+"""Maps one parsed contract event to its effects: store updates and emits to the fan-out.
+
+The Kafka consumer and ``POST /api/events`` both end here, so embedded mode and Kafka behave alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from realtime_gateway.ingest import envelope as ev
+from realtime_gateway.ingest.ports import DedupStore, Emitter, OfferStore, OrderAccessStore
+
+log = logging.getLogger(__name__)
+
+# Server -> client event names (design.md §3).
+ORDER_STATUS = "order:status"
+CHAT_MESSAGE = "chat:message"
+JOB_OFFER = "job:offer"
+JOB_OFFER_CLOSED = "job:offer:closed"
+NOTIFICATION = "notification"
+PORTER_AVAILABILITY = "porter:availability"
+CHAT_TYPING = "chat:typing"
+
+
+class Outcome(StrEnum):
+    DELIVERED = "delivered"
+    DUPLICATE = "duplicate"
+    IGNORED = "ignored"
+
+
+@dataclass
+class IngestStats:
+    """In-process counters; the metrics module exports them (and tests read them)."""
+
+    by_outcome: Counter[str] = field(default_factory=Counter)
+    by_type: Counter[str] = field(default_factory=Counter)
+    malformed: Counter[str] = field(default_factory=Counter)
+
+    def count_malformed(self, source: str) -> None:
+        self.malformed[source] += 1
+
+
+def _ms(value: Any) -> int:
+    return int(value.timestamp() * 1000)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        emitter: Emitter,
+        access: OrderAccessStore,
+        offers: OfferStore,
+        dedup: DedupStore,
+        stats: IngestStats | None = None,
+    ) -> None:
+        self._emitter = emitter
+        self._access = access
+        self._offers = offers
+        self._dedup = dedup
+        self.stats = stats or IngestStats()
+
+    async def handle(self, event: ev.Event) -> Outcome:
+        """Apply ``event`` once. Raises when an effect failed; the event is then not marked seen."""
+        if event.type in ev.PRODUCED_ONLY_TYPES:
+            outcome = Outcome.IGNORED
+        elif await self._dedup.seen(event.event_id):
+            outcome = Outcome.DUPLICATE
+        else:
+            try:
+                await self._apply(event)
+            except BaseException:
+                await self._dedup.forget(event.event_id)
+                raise
+            outcome = Outcome.DELIVERED
+            self.stats.by_type[event.type] += 1
+        self.stats.by_outcome[outcome] += 1
+        return outcome
+
+    async def _apply(self, event: ev.Event) -> None:
+        p = event.payload
+        env = event.envelope
+        match p:
+            case ev.OrderCreated():
+                await self._access.record_created(p.order_id, p.customer_id)
+            case ev.OrderAssigned():
+                await self._access.record_assigned(p.order_id, p.porter_id)
+            case ev.OrderStatusChanged():
+                await self._emitter.to_order(p.order_id, ORDER_STATUS, self._status(env, p.wire()))
+            case ev.OrderClosed():
+                final = env.type.removeprefix("order.")
+                await self._emitter.to_order(
+                    p.order_id, ORDER_STATUS, self._status(env, {**p.wire(), "status": final})
+                )
+                await self._access.expire(p.order_id)
+            case ev.JobOfferCreated():
+                await self._offers.create(p.offer_id, p.order_id, p.porter_id, _ms(p.expires_at))
+                await self._emitter.to_user(p.porter_id, JOB_OFFER, p.wire())
+            case ev.NotificationCreated():
+                data = p.wire()
+                data.pop("userId", None)
+                await self._emitter.to_user(p.user_id, NOTIFICATION, data)
+            case ev.PorterAvailabilityChanged():
+                await self._emitter.to_admins(
+                    PORTER_AVAILABILITY, {**p.wire(), "occurredAt": self._occurred(env)}
+                )
+            case ev.ChatMessageSent():
+                data = p.wire()
+                data.setdefault("clientMessageId", None)
+                await self._emitter.to_order(p.order_id, CHAT_MESSAGE, data)
+            case _:  # pragma: no cover - PAYLOAD_MODELS and this match are kept in step by a unit test
+                raise AssertionError(f"no dispatch rule for {env.type}")
+
+    @staticmethod
+    def _occurred(env: ev.Envelope) -> str:
+        return str(env.wire()["occurredAt"])
+
+    def _status(self, env: ev.Envelope, payload: dict[str, Any]) -> dict[str, Any]:
+        return {**payload, "eventId": env.event_id, "occurredAt": self._occurred(env)}
