@@ -83,6 +83,22 @@ class Metric:
     FANOUT_LATENCY: Final = "realtime_fanout_latency_seconds"
     AUTH_ERRORS: Final = "realtime_authentication_errors_total"
     REDIS_HITS: Final = "realtime_redis_hits_total"
+    CONNECTION_ATTEMPTS: Final = "realtime_connection_attempts_total"
+    CONNECTION_REFUSALS: Final = "realtime_connection_refusals_total"
+    DISCONNECTIONS: Final = "realtime_disconnections_total"
+    CONNECTION_DURATION: Final = "realtime_connection_duration_seconds"
+    RATE_LIMITED: Final = "realtime_rate_limited_total"
+    SUBSCRIPTION_REFUSALS: Final = "realtime_subscription_refusals_total"
+    DELIVERY_FAILURES: Final = "realtime_delivery_failures_total"
+    REDIS_ERRORS: Final = "realtime_redis_errors_total"
+    KAFKA_ERRORS: Final = "realtime_kafka_errors_total"
+    KAFKA_CONSUMER_LAG: Final = "realtime_kafka_consumer_lag"
+    KAFKA_RECORDS: Final = "realtime_kafka_records_total"
+    DEDUP_DROPS: Final = "realtime_dedup_drops_total"
+    READY: Final = "realtime_ready"
+    DRAINING: Final = "realtime_draining"
+    CPU_LIMIT_CORES: Final = "realtime_cpu_limit_cores"
+    LOCATION_LATENCY: Final = "realtime_location_latency_seconds"
 
 
 # --- Kubernetes ------------------------------------------------------------------------------

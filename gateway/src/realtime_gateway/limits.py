@@ -1,0 +1,249 @@
+"""DoS limits of one gateway instance (seed "Security Architecture → DoS Protection").
+
+- connections per instance: a namespace connect beyond ``max_connections`` is refused ``CAPACITY``;
+- connection attempts per client IP and window: refused ``RATE_LIMITED`` with ``retryAfterMs``
+  (shared across instances through the same token bucket as the per-user limits);
+- payload size: Engine.IO's ``max_http_buffer_size``; a bigger WebSocket frame closes the
+  connection with 1009, a bigger polling POST gets HTTP 400 and the session ends;
+- subscriptions per socket: ``order:subscribe`` beyond ``max_subscriptions`` acks ``LIMIT_EXCEEDED``;
+- handshake timeout: an Engine.IO session that joins no namespace in time is closed.
+
+Each refusal is counted in ``realtime_connection_refusals_total{reason}`` (subscriptions in
+``realtime_subscription_refusals_total``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from realtime_contract import NAMESPACE_ROLES
+
+from .observability.metrics import GatewayMetrics
+from .ratelimit import DEFAULT_RULES, RateLimiter, RateRule
+
+log = logging.getLogger(__name__)
+
+CAPACITY: Final = "CAPACITY"
+RATE_LIMITED: Final = "RATE_LIMITED"
+LIMIT_EXCEEDED: Final = "LIMIT_EXCEEDED"
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectionConfig:
+    max_connections: int = 5000
+    connect_rate: RateRule = field(default_factory=lambda: DEFAULT_RULES["connect"])
+    # e.g. "X-Forwarded-For"; only set it when every request passes through that proxy.
+    trusted_proxy_header: str | None = None
+    # How many proxies you run that append to the header: the client is that many from the right.
+    trusted_proxy_hops: int = 1
+    max_payload_bytes: int = 64 * 1024
+    max_subscriptions: int = 100
+    handshake_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a connect was refused: ``code`` for the client, ``reason`` for the metric."""
+
+    code: str
+    message: str
+    reason: str
+    retry_after_ms: int | None = None
+
+    def as_connect_error(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.retry_after_ms is not None:
+            data["retryAfterMs"] = self.retry_after_ms
+        return data
+
+
+def client_ip(environ: Mapping[str, Any], config: ProtectionConfig) -> str:
+    """The client's address: the peer, or from the trusted proxy header when one is configured."""
+    if config.trusted_proxy_header:
+        env_key = "HTTP_" + config.trusted_proxy_header.upper().replace("-", "_")
+        raw = environ.get(env_key)
+        if isinstance(raw, str):
+            hops = [p.strip() for p in raw.split(",") if p.strip()]
+            if hops:
+                # The rightmost entries were written by our own proxies; anything further left
+                # is whatever the client claimed, so it must not be trusted.
+                return hops[max(0, len(hops) - max(1, config.trusted_proxy_hops))]
+    request = environ.get("aiohttp.request")
+    # engineio's aiohttp driver hard-codes REMOTE_ADDR; the real peer is on the request.
+    remote = getattr(request, "remote", None) if request is not None else None
+    return str(remote or environ.get("REMOTE_ADDR") or "unknown")
+
+
+class ConnectionGate:
+    """Admission control for namespace connects on this instance."""
+
+    def __init__(
+        self,
+        config: ProtectionConfig,
+        limiter: RateLimiter,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self._limiter = limiter
+        self._metrics = metrics
+        self.connections = 0
+        self.draining = False
+
+    async def admit(self, environ: Mapping[str, Any]) -> Refusal | None:
+        """Take a connection slot, or say why not. Call ``release()`` when the socket goes away
+        (also when a later connect step, e.g. authentication, refuses it)."""
+        refusal = await self._check(environ)
+        if refusal is not None:
+            if self._metrics is not None:
+                self._metrics.refused(refusal.reason)
+            log.info("connection refused", extra={"code": refusal.code, "reason": refusal.reason})
+            return refusal
+        self.connections += 1
+        return None
+
+    async def _check(self, environ: Mapping[str, Any]) -> Refusal | None:
+        if self.draining:
+            return Refusal(CAPACITY, "instance is draining, connect to another", "DRAINING")
+        if self.connections >= self.config.max_connections:
+            return Refusal(CAPACITY, "instance is at its connection limit", CAPACITY)
+        decision = await self._limiter.hit(client_ip(environ, self.config), "connect")
+        if not decision.allowed:
+            return Refusal(
+                RATE_LIMITED, "too many connection attempts", RATE_LIMITED, decision.retry_after_ms
+            )
+        return None
+
+    def release(self) -> None:
+        self.connections = max(0, self.connections - 1)
+
+    def allow_subscription(self, current: int) -> bool:
+        """Whether a socket holding ``current`` subscriptions may add one more."""
+        if current < self.config.max_subscriptions:
+            return True
+        if self._metrics is not None:
+            self._metrics.subscriptions_refused.inc()
+        return False
+
+
+# --- payload size ---------------------------------------------------------------------------------
+def install_payload_guard(sio: Any, on_oversize: Callable[[], None]) -> None:
+    """Count WebSocket frames over ``max_http_buffer_size`` (aiohttp closes those with 1009).
+
+    Engine.IO reads frames through its driver's WebSocket class; a subclass sees the error message
+    aiohttp returns for an oversize frame. The driver table is copied so other servers in the
+    process keep theirs.
+    """
+    eio = sio.eio
+    base = eio._async["websocket"]
+    if base is None or getattr(base, "_realtime_guard", False):
+        return
+
+    class GuardedWebSocket(base):  # type: ignore[misc, valid-type]
+        _realtime_guard = True
+
+        async def wait(self) -> Any:
+            msg = await self._sock.receive()
+            if msg.type == WSMsgType.ERROR and getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
+                on_oversize()
+            if not isinstance(msg.data, bytes | str):
+                raise OSError()
+            return msg.data
+
+    eio._async = {**eio._async, "websocket": GuardedWebSocket}
+
+
+def payload_guard_middleware(
+    max_bytes: int, on_oversize: Callable[[], None], path_prefix: str = "/socket.io"
+) -> Callable[[web.Request, Callable[[web.Request], Awaitable[web.StreamResponse]]], Awaitable[Any]]:
+    """Count long-polling POSTs whose body exceeds the limit (Engine.IO then ends the session)."""
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if (
+            request.method == "POST"
+            and request.path.startswith(path_prefix)
+            and (request.content_length or 0) > max_bytes
+        ):
+            on_oversize()
+        return await handler(request)
+
+    return middleware
+
+
+# --- handshake timeout ----------------------------------------------------------------------------
+class HandshakeWatchdog:
+    """Closes Engine.IO sessions that join no namespace within ``timeout_s``.
+
+    Socket.IO clients send the namespace CONNECT right after the Engine.IO handshake; a session
+    that never does only holds a slot (a slowloris on the Socket.IO layer).
+    """
+
+    def __init__(
+        self,
+        sio: Any,
+        timeout_s: float,
+        metrics: GatewayMetrics | None = None,
+        namespaces: Iterable[str] = (*NAMESPACE_ROLES, "/"),
+        interval_s: float | None = None,
+    ) -> None:
+        self._sio = sio
+        self._timeout = timeout_s
+        self._metrics = metrics
+        self._namespaces = tuple(namespaces)
+        self._interval = interval_s if interval_s is not None else max(0.05, min(1.0, timeout_s / 4))
+        self._first_seen: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None and self._timeout > 0:
+            self._task = asyncio.create_task(self._run(), name="handshake-watchdog")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _joined(self, eio_sid: str) -> bool:
+        manager = self._sio.manager
+        return any(manager.sid_from_eio_sid(eio_sid, ns) is not None for ns in self._namespaces)
+
+    async def sweep(self) -> int:
+        """One pass; returns how many sessions were closed."""
+        now = time.monotonic()
+        live = set(self._sio.eio.sockets)
+        for gone in set(self._first_seen) - live:
+            del self._first_seen[gone]
+        closed = 0
+        for eio_sid in live:
+            if self._joined(eio_sid):
+                self._first_seen.pop(eio_sid, None)
+                continue
+            first = self._first_seen.setdefault(eio_sid, now)
+            if now - first >= self._timeout:
+                self._first_seen.pop(eio_sid, None)
+                with contextlib.suppress(Exception):
+                    await self._sio.eio.disconnect(eio_sid)
+                closed += 1
+                if self._metrics is not None:
+                    self._metrics.refused("HANDSHAKE_TIMEOUT")
+        return closed
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("handshake watchdog sweep failed")

@@ -1,0 +1,217 @@
+"""Structured JSON logs: one line per record, a correlation id per flow, PII redacted.
+
+A *flow* is one socket event or one Kafka record. ``correlation(cid)`` binds an id in a
+contextvar for the duration of the flow; every record logged meanwhile (in that task and the
+tasks it spawns) carries it as ``correlationId``. Redaction runs on every record: values under
+sensitive keys are masked, coordinates are coarsened, and tokens, e-mail addresses and phone
+numbers are scrubbed out of free text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from typing import Any, Final, TextIO
+
+import orjson
+from opentelemetry import trace
+
+REDACTED: Final = "[REDACTED]"
+
+_correlation_id: ContextVar[str | None] = ContextVar("realtime_correlation_id", default=None)
+
+# Keys whose values are secrets or personal data, compared lower-case with '-'/'_' removed.
+SENSITIVE_KEYS: Final = frozenset(
+    {
+        "token",
+        "accesstoken",
+        "refreshtoken",
+        "reconnecttoken",
+        "authorization",
+        "auth",
+        "password",
+        "passwd",
+        "secret",
+        "apikey",
+        "xapikey",
+        "cookie",
+        "setcookie",
+        "text",
+        "body",
+        "title",
+        "message_text",
+        "email",
+        "phone",
+        "phonenumber",
+        "address",
+        "name",
+        "firstname",
+        "lastname",
+        "fullname",
+        "saslpassword",
+    }
+)
+COORDINATE_KEYS: Final = frozenset({"lat", "lng", "lon", "latitude", "longitude"})
+# Two decimals is about a kilometre: enough to debug a region, not enough to find a door.
+COORDINATE_DECIMALS: Final = 2
+
+_JWT_RE: Final = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+_BEARER_RE: Final = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+_EMAIL_RE: Final = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# International numbers (+…) or grouped local ones; bare digit runs are timestamps and ids.
+_PHONE_RE: Final = re.compile(
+    r"(?<![\w.])(?:\+\d[\d ()-]{7,}\d|\(?\d{2,5}\)?[ -]\d{2,5}[ -]\d{3,6})(?![\w.])"
+)
+_SECRET_PAIR_RE: Final = re.compile(
+    r"(?i)\b(token|reconnectToken|password|secret|api[_-]?key|authorization)(\"?\s*[:=]\s*\"?)([^\s\",}&]+)"
+)
+
+# Attributes every LogRecord has; anything else came in through ``extra=``.
+_STANDARD_ATTRS: Final = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime", "taskName"}
+)
+
+LEVELS: Final[dict[str, int]] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+def parse_level(value: str) -> int:
+    """``debug|info|warn|warning|error|critical`` (any case) to a logging level."""
+    try:
+        return LEVELS[value.strip().lower()]
+    except KeyError:
+        raise ValueError(f"unknown log level {value!r}; use one of {', '.join(LEVELS)}") from None
+
+
+# --- correlation ids --------------------------------------------------------------------------
+def new_correlation_id() -> str:
+    return uuid.uuid4().hex
+
+
+def current_correlation_id() -> str | None:
+    return _correlation_id.get()
+
+
+@contextlib.contextmanager
+def correlation(cid: str | None = None) -> Iterator[str]:
+    """Bind a correlation id (a fresh one when ``cid`` is empty) for the enclosed flow."""
+    value = cid or new_correlation_id()
+    reset = _correlation_id.set(value)
+    try:
+        yield value
+    finally:
+        _correlation_id.reset(reset)
+
+
+# --- redaction --------------------------------------------------------------------------------
+def _norm_key(key: str) -> str:
+    return key.lower().replace("-", "").replace("_", "")
+
+
+def redact_text(text: str) -> str:
+    """Scrub tokens, credentials, e-mail addresses and phone numbers out of free text."""
+    text = _JWT_RE.sub(REDACTED, text)
+    text = _BEARER_RE.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    text = _SECRET_PAIR_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    text = _EMAIL_RE.sub(REDACTED, text)
+    return _PHONE_RE.sub(REDACTED, text)
+
+
+def _coarsen(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return round(float(value), COORDINATE_DECIMALS)
+    return REDACTED
+
+
+def redact(value: Any, key: str | None = None, _depth: int = 0) -> Any:
+    """A copy of ``value`` that is safe to log (mappings and sequences are walked)."""
+    if key is not None:
+        norm = _norm_key(key)
+        if norm in COORDINATE_KEYS:
+            return _coarsen(value)
+        if norm in SENSITIVE_KEYS or norm.endswith("token") or norm.endswith("password"):
+            return REDACTED if value not in (None, "") else value
+    if _depth > 8:
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {str(k): redact(v, str(k), _depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact(v, None, _depth + 1) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return redact_text(str(value))
+
+
+# --- formatting -------------------------------------------------------------------------------
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, correlationId, traceId, extras, exc."""
+
+    def __init__(self, *, service: str = "realtime-gateway", instance: str | None = None) -> None:
+        super().__init__()
+        self._static: dict[str, str] = {"service": service}
+        if instance:
+            self._static["instance"] = instance
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": redact_text(record.getMessage()),
+            **self._static,
+        }
+        cid = getattr(record, "correlationId", None) or _correlation_id.get()
+        if cid:
+            entry["correlationId"] = cid
+        span_ctx = trace.get_current_span().get_span_context()
+        if span_ctx.is_valid:
+            entry["traceId"] = format(span_ctx.trace_id, "032x")
+            entry["spanId"] = format(span_ctx.span_id, "016x")
+        for k, v in record.__dict__.items():
+            if k not in _STANDARD_ATTRS and k != "correlationId" and not k.startswith("_"):
+                entry[k] = redact(v, k)
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["exc"] = redact_text("".join(traceback.format_exception(*record.exc_info)))
+        elif record.exc_text:
+            entry["exc"] = redact_text(record.exc_text)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure_logging(
+    level: str | int = "info",
+    *,
+    stream: TextIO | None = None,
+    instance: str | None = None,
+) -> logging.Handler:
+    """Route every logger (ours and the libraries') through one JSON handler on stderr."""
+    lvl = parse_level(level) if isinstance(level, str) else level
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter(instance=instance))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(lvl)
+    # Library chatter (engine.io packet dumps, aiohttp access lines) stays at warning unless debugging.
+    noisy = logging.WARNING if lvl > logging.DEBUG else lvl
+    for name in ("engineio", "socketio", "aiohttp.access", "aiokafka", "kafka"):
+        logging.getLogger(name).setLevel(max(noisy, lvl))
+    return handler

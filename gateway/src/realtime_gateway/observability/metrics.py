@@ -1,0 +1,231 @@
+"""Prometheus metrics of one gateway process.
+
+Each app owns a private ``CollectorRegistry`` (several apps can live in one test process).
+Label values are clamped to small known sets so a client cannot create unbounded series:
+no user, order or socket ids ever become labels.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Final
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from realtime_contract import NAMESPACE_ROLES, Metric
+
+OTHER: Final = "other"
+
+CLIENT_EVENTS: Final = frozenset(
+    {
+        "order:subscribe",
+        "order:unsubscribe",
+        "location:update",
+        "chat:message:send",
+        "chat:typing",
+        "job:offer:accept",
+        "job:offer:reject",
+    }
+)
+SERVER_EVENTS: Final = frozenset(
+    {
+        "session",
+        "order:status",
+        "porter:location",
+        "chat:message",
+        "chat:typing",
+        "job:offer",
+        "job:offer:closed",
+        "notification",
+        "recovered",
+        "error",
+        "server:draining",
+    }
+)
+RATE_CLASSES: Final = frozenset({"general", "location", "chat", "connect"})
+AUTH_REASONS: Final = frozenset(
+    {"AUTH_REQUIRED", "AUTH_INVALID", "AUTH_EXPIRED", "FORBIDDEN_NAMESPACE", "SERVICE_AUTH"}
+)
+REFUSAL_REASONS: Final = frozenset(
+    {"CAPACITY", "RATE_LIMITED", "DRAINING", "HANDSHAKE_TIMEOUT", "PAYLOAD_TOO_LARGE"}
+)
+KAFKA_TOPICS_FALLBACK: Final = OTHER
+
+# Seconds; fan-out within one region is expected in the low milliseconds, the tail up to seconds.
+LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+DURATION_BUCKETS: Final = (1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 86400.0)
+
+
+def _clamp(value: str, allowed: Iterable[str]) -> str:
+    return value if value in allowed else OTHER
+
+
+def namespace_label(namespace: str | None) -> str:
+    return _clamp(namespace or "/", NAMESPACE_ROLES)
+
+
+def client_event_label(event: str) -> str:
+    return _clamp(event, CLIENT_EVENTS)
+
+
+def server_event_label(event: str) -> str:
+    return _clamp(event, SERVER_EVENTS)
+
+
+def cpu_limit_cores() -> float:
+    """CPU cores this process may use: the cgroup v2 quota if one is set, else the affinity mask."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return float(quota) / float(period)
+    except (OSError, ValueError):
+        pass
+    return float(len(os.sched_getaffinity(0)))
+
+
+class GatewayMetrics:
+    """Every metric the gateway exports, bound to one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, process_metrics: bool = True) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        if process_metrics:
+            # process_cpu_seconds_total etc. feed the CPU warning alert.
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
+
+        # --- the seed's metrics ------------------------------------------------------------
+        self.active_connections = Gauge(
+            Metric.ACTIVE_CONNECTIONS, "Sockets connected to this instance", ["namespace"], registry=r
+        )
+        self.messages_received = Counter(
+            Metric.MESSAGES_RECEIVED, "Client events received", ["namespace", "event"], registry=r
+        )
+        self.messages_sent = Counter(
+            Metric.MESSAGES_SENT, "Events emitted to local sockets", ["namespace", "event"], registry=r
+        )
+        self.location_updates = Counter(
+            Metric.LOCATION_UPDATES, "Accepted porter location updates", registry=r
+        )
+        self.fanout_latency = Histogram(
+            Metric.FANOUT_LATENCY,
+            "Seconds from receipt (or event time) to emit on this instance",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.location_latency = Histogram(
+            Metric.LOCATION_LATENCY,
+            "Seconds from receipt of a location:update to its emit to the order room",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.auth_errors = Counter(Metric.AUTH_ERRORS, "Refused authentications", ["reason"], registry=r)
+        self.redis_hits = Counter(Metric.REDIS_HITS, "Redis operations by kind", ["operation"], registry=r)
+
+        # --- ours ----------------------------------------------------------------------------
+        self.connection_attempts = Counter(
+            Metric.CONNECTION_ATTEMPTS, "Namespace connection attempts", ["namespace"], registry=r
+        )
+        self.connection_refusals = Counter(
+            Metric.CONNECTION_REFUSALS,
+            "Connections or packets refused by a protection limit",
+            ["reason"],
+            registry=r,
+        )
+        self.disconnections = Counter(
+            Metric.DISCONNECTIONS, "Sockets disconnected", ["namespace", "reason"], registry=r
+        )
+        self.connection_duration = Histogram(
+            Metric.CONNECTION_DURATION,
+            "Lifetime of a socket in seconds",
+            ["namespace"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            Metric.RATE_LIMITED, "Events refused by the per-user rate limit", ["class"], registry=r
+        )
+        self.subscriptions_refused = Counter(
+            Metric.SUBSCRIPTION_REFUSALS, "Subscriptions refused by the per-socket cap", registry=r
+        )
+        self.delivery_failures = Counter(
+            Metric.DELIVERY_FAILURES, "Events that could not be delivered or forwarded", ["event"], registry=r
+        )
+        self.redis_errors = Counter(Metric.REDIS_ERRORS, "Failed Redis operations", ["operation"], registry=r)
+        self.kafka_errors = Counter(Metric.KAFKA_ERRORS, "Failed Kafka operations", ["operation"], registry=r)
+        self.kafka_consumer_lag = Gauge(
+            Metric.KAFKA_CONSUMER_LAG,
+            "Records between the committed/consumed position and the partition end",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.kafka_records = Counter(
+            Metric.KAFKA_RECORDS, "Kafka records consumed", ["topic", "result"], registry=r
+        )
+        self.dedup_drops = Counter(
+            Metric.DEDUP_DROPS, "Events dropped because their eventId was seen before", ["topic"], registry=r
+        )
+        self.ready = Gauge(Metric.READY, "1 when this instance reports ready", registry=r)
+        self.draining = Gauge(Metric.DRAINING, "1 while this instance drains", registry=r)
+        self.cpu_limit = Gauge(Metric.CPU_LIMIT_CORES, "CPU cores available to this process", registry=r)
+        self.cpu_limit.set(cpu_limit_cores())
+
+    # --- convenience used by the handlers ------------------------------------------------------
+    def connected(self, namespace: str) -> None:
+        ns = namespace_label(namespace)
+        self.active_connections.labels(ns).inc()
+
+    def disconnected(self, namespace: str, reason: str, duration_s: float | None) -> None:
+        ns = namespace_label(namespace)
+        self.active_connections.labels(ns).dec()
+        self.disconnections.labels(ns, _clamp(reason, DISCONNECT_REASONS)).inc()
+        if duration_s is not None:
+            self.connection_duration.labels(ns).observe(duration_s)
+
+    def received(self, namespace: str, event: str) -> None:
+        self.messages_received.labels(namespace_label(namespace), client_event_label(event)).inc()
+
+    def sent(self, namespace: str, event: str, count: int = 1) -> None:
+        if count > 0:
+            self.messages_sent.labels(namespace_label(namespace), server_event_label(event)).inc(count)
+
+    def refused(self, reason: str) -> None:
+        self.connection_refusals.labels(_clamp(reason, REFUSAL_REASONS)).inc()
+
+    def auth_error(self, reason: str) -> None:
+        self.auth_errors.labels(_clamp(reason, AUTH_REASONS)).inc()
+
+    def rate_limit(self, event_class: str) -> None:
+        self.rate_limited.labels(_clamp(event_class, RATE_CLASSES)).inc()
+
+    def redis_op(self, operation: str) -> None:
+        self.redis_hits.labels(operation).inc()
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition body and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+DISCONNECT_REASONS: Final = frozenset(
+    {
+        "client disconnect",
+        "server disconnect",
+        "ping timeout",
+        "transport close",
+        "transport error",
+        "drain",
+    }
+)

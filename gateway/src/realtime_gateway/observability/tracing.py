@@ -1,0 +1,199 @@
+"""OpenTelemetry tracing: one span per handled socket event and per consumed Kafka record.
+
+Spans go to an OTLP/HTTP endpoint (Jaeger, Tempo and the OpenTelemetry Collector ingest OTLP
+natively). Without an endpoint, a no-op tracer is used and nothing is exported. The trace
+context crosses Kafka in the W3C ``traceparent`` record header, so a chat message yields one
+trace: socket event → produce → consume → emit.
+
+The provider is private to the app rather than installed globally, so several apps can run in
+one process (tests) without sharing exporters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Final
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+TRACEPARENT: Final = "traceparent"
+TRACESTATE: Final = "tracestate"
+CORRELATION_ATTR: Final = "realtime.correlation_id"
+SERVICE_NAME: Final = "realtime-gateway"
+
+_propagator: Final = TraceContextTextMapPropagator()
+
+KafkaHeaders = Sequence[tuple[str, bytes]]
+
+
+def traces_url(endpoint: str) -> str:
+    """``http://collector:4318`` → ``http://collector:4318/v1/traces``; a full URL stays as is."""
+    base = endpoint.strip()
+    if base.rstrip("/").endswith("/v1/traces"):
+        return base.rstrip("/")
+    return base.rstrip("/") + "/v1/traces"
+
+
+def headers_to_carrier(headers: Iterable[tuple[str, bytes | str | None]] | None) -> dict[str, str]:
+    carrier: dict[str, str] = {}
+    for key, value in headers or ():
+        if value is None:
+            continue
+        carrier[key.lower()] = value.decode("latin-1") if isinstance(value, bytes) else value
+    return carrier
+
+
+def extract_context(carrier: Mapping[str, str]) -> Context:
+    """The remote parent described by a ``traceparent`` carrier (empty context when absent)."""
+    return _propagator.extract(carrier=dict(carrier))
+
+
+def current_trace_headers() -> list[tuple[str, bytes]]:
+    """``traceparent`` (and ``tracestate``) of the current span, as Kafka record headers."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return [(k, v.encode("latin-1")) for k, v in carrier.items()]
+
+
+def current_traceparent() -> str | None:
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return carrier.get(TRACEPARENT)
+
+
+class Tracing:
+    """The app's tracer plus helpers that name spans and attributes consistently."""
+
+    def __init__(self, tracer: Tracer, provider: TracerProvider | None = None) -> None:
+        self.tracer = tracer
+        self._provider = provider
+
+    @property
+    def enabled(self) -> bool:
+        return self._provider is not None
+
+    @classmethod
+    def disabled(cls) -> Tracing:
+        return cls(trace.NoOpTracer())
+
+    @classmethod
+    def create(
+        cls,
+        endpoint: str | None,
+        *,
+        instance_id: str = "",
+        sample_ratio: float = 1.0,
+        service_name: str = SERVICE_NAME,
+        export_timeout_s: float = 5.0,
+    ) -> Tracing:
+        """A tracer exporting to ``endpoint`` over OTLP/HTTP; a no-op tracer when it is empty."""
+        if not endpoint:
+            return cls.disabled()
+        # Imported lazily: the exporter pulls in requests/protobuf, not needed when disabled.
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        resource = Resource.create(
+            {"service.name": service_name, **({"service.instance.id": instance_id} if instance_id else {})}
+        )
+        provider = TracerProvider(
+            resource=resource, sampler=ParentBased(TraceIdRatioBased(max(0.0, min(1.0, sample_ratio))))
+        )
+        exporter = OTLPSpanExporter(endpoint=traces_url(endpoint), timeout=export_timeout_s)
+        # Short delay so spans show up promptly; the batch still bounds export overhead.
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
+        return cls(provider.get_tracer("realtime_gateway"), provider)
+
+    # --- spans -----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def socket_event_span(
+        self, event: str, namespace: str, *, correlation_id: str | None = None
+    ) -> Iterator[Span]:
+        """Server span around one client event (``socket <event>``)."""
+        attrs: dict[str, str] = {
+            "messaging.system": "socket.io",
+            "socketio.namespace": namespace,
+            "socketio.event": event,
+        }
+        if correlation_id:
+            attrs[CORRELATION_ATTR] = correlation_id
+        with self._span(f"socket {event}", SpanKind.SERVER, attrs, None) as span:
+            yield span
+
+    @contextlib.contextmanager
+    def kafka_consume_span(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        headers: Iterable[tuple[str, bytes | str | None]] | None,
+        *,
+        correlation_id: str | None = None,
+    ) -> Iterator[Span]:
+        """Consumer span for one record, child of the producer's span when it sent ``traceparent``."""
+        parent = extract_context(headers_to_carrier(headers))
+        attrs: dict[str, str | int] = {
+            "messaging.system": "kafka",
+            "messaging.operation": "process",
+            "messaging.destination.name": topic,
+            "messaging.kafka.destination.partition": partition,
+            "messaging.kafka.message.offset": offset,
+        }
+        if correlation_id:
+            attrs[CORRELATION_ATTR] = correlation_id
+        with self._span(f"{topic} process", SpanKind.CONSUMER, attrs, parent) as span:
+            yield span
+
+    @contextlib.contextmanager
+    def kafka_produce_span(self, topic: str, *, correlation_id: str | None = None) -> Iterator[Span]:
+        """Producer span; inside it, ``current_trace_headers()`` yields the headers to send."""
+        attrs: dict[str, str] = {
+            "messaging.system": "kafka",
+            "messaging.operation": "publish",
+            "messaging.destination.name": topic,
+        }
+        if correlation_id:
+            attrs[CORRELATION_ATTR] = correlation_id
+        with self._span(f"{topic} publish", SpanKind.PRODUCER, attrs, None) as span:
+            yield span
+
+    @contextlib.contextmanager
+    def span(self, name: str, **attributes: str | int | float | bool) -> Iterator[Span]:
+        """An internal child span (e.g. ``emit chat:message``)."""
+        with self._span(name, SpanKind.INTERNAL, attributes, None) as s:
+            yield s
+
+    @contextlib.contextmanager
+    def _span(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, str | int | float | bool],
+        parent: Context | None,
+    ) -> Iterator[Span]:
+        with self.tracer.start_as_current_span(
+            name, context=parent, kind=kind, attributes=dict(attributes), record_exception=True
+        ) as span:
+            yield span
+
+    @staticmethod
+    def mark_error(span: Span, code: str) -> None:
+        """Flag a handled failure (error ack) on the span without an exception."""
+        span.set_status(Status(StatusCode.ERROR, code))
+        span.set_attribute("realtime.error_code", code)
+
+    def force_flush(self, timeout_s: float = 5.0) -> bool:
+        if self._provider is None:
+            return True
+        return self._provider.force_flush(int(timeout_s * 1000))
+
+    def shutdown(self) -> None:
+        if self._provider is not None:
+            self._provider.shutdown()

@@ -1,0 +1,61 @@
+"""Token buckets in Redis: one Lua script per check, so every instance shares each user's bucket."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from importlib import resources
+from typing import Final
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from .bucket import DEFAULT_RULES, EventClass, RateDecision, RateRule
+
+log = logging.getLogger(__name__)
+
+SCRIPT: Final = resources.files(__package__).joinpath("token_bucket.lua").read_text()
+
+
+def bucket_key(event_class: str, key: str) -> str:
+    return f"ratelimit:{event_class}:{key}"
+
+
+class RedisRateLimiter:
+    """Fails open: when Redis cannot answer, the event is allowed and ``on_error`` is told.
+
+    Refusing all traffic because the limiter's store is down would turn a Redis blip into a
+    full outage; the connection and the handler fail on their own if Redis really is gone.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        rules: Mapping[EventClass, RateRule] = DEFAULT_RULES,
+        on_error: Callable[[str], None] | None = None,
+        on_hit: Callable[[str], None] | None = None,
+    ) -> None:
+        self._redis = redis
+        self._rules = dict(rules)
+        self._script = redis.register_script(SCRIPT)
+        self._on_error = on_error
+        self._on_hit = on_hit
+
+    def rule(self, event_class: EventClass) -> RateRule:
+        return self._rules.get(event_class) or DEFAULT_RULES[event_class]
+
+    async def hit(self, key: str, event_class: EventClass, cost: int = 1) -> RateDecision:
+        rule = self.rule(event_class)
+        try:
+            allowed, retry_ms, remaining = await self._script(
+                keys=[bucket_key(event_class, key)],
+                args=[rule.points, rule.window_s * 1000.0, cost],
+            )
+        except RedisError as exc:
+            log.warning("rate limit check failed, allowing", extra={"error": type(exc).__name__})
+            if self._on_error is not None:
+                self._on_error("ratelimit")
+            return RateDecision(True, 0, 0)
+        if self._on_hit is not None:
+            self._on_hit("ratelimit")
+        return RateDecision(bool(allowed), int(retry_ms), int(remaining))
