@@ -1,0 +1,1 @@
+"""Benchmarks of the gateway against a Node socket.io reference (run with ``bench/run``)."""

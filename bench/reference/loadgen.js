@@ -1,0 +1,299 @@
+#!/usr/bin/env node
+// Load generator: many socket.io-client sockets in one process, driven by the Python orchestrator
+// (bench/run.py) over stdin/stdout, one JSON object per line.
+//
+//   argv[2]: path of a JSON config {mode: "L"|"C"|"K", secret, urls, ...} (see bench/loadgen.py)
+//   stdout:  {"type":"ready",...} once set up, then one result line per command, {"type":"bye"} at exit
+//   stdin:   {"cmd":"step",rate,seconds,startAt,drainMs} | {"cmd":"collect",expect,timeoutMs} | {"cmd":"quit"}
+//
+// Latency is receive time minus the send time carried in the payload (same machine, same clock),
+// kept as a histogram of whole milliseconds that the orchestrator merges across processes.
+"use strict";
+
+const fs = require("node:fs");
+const readline = require("node:readline");
+const { io } = require("socket.io-client");
+const jwt = require("jsonwebtoken");
+
+const cfg = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
+const log = (...a) => process.stderr.write(`[loadgen ${cfg.workerId ?? 0}] ${a.join(" ")}\n`);
+const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+
+const sockets = [];
+let addrIndex = 0;
+
+function token(sub, role) {
+  const now = Math.floor(Date.now() / 1000);
+  return jwt.sign({ sub, role, iat: now, exp: now + 3600 }, cfg.secret, { algorithm: "HS256" });
+}
+
+function nextLocalAddress() {
+  // Spread the client side over 127.0.0.x so no single source address runs out of ports.
+  const n = cfg.localAddresses || 1;
+  const a = `127.0.0.${2 + (addrIndex++ % n)}`;
+  return n > 1 ? a : undefined;
+}
+
+function connect(url, ns, sub, role) {
+  return new Promise((resolve, reject) => {
+    const s = io(url + ns, {
+      transports: ["websocket"],
+      forceNew: true,
+      reconnection: false,
+      timeout: 30000,
+      auth: { token: token(sub, role) },
+      localAddress: nextLocalAddress(),
+    });
+    const onErr = (err) => {
+      s.close();
+      reject(new Error(`${role} ${sub} on ${url}${ns}: ${err && (err.message || JSON.stringify(err.data))}`));
+    };
+    s.once("connect_error", onErr);
+    s.once("connect", () => {
+      s.off("connect_error", onErr);
+      sockets.push(s);
+      resolve(s);
+    });
+  });
+}
+
+async function pool(items, limit, fn) {
+  // Bounded concurrency: the server's accept backlog is finite and a SYN retry costs a second.
+  let i = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (i < items.length) {
+      const k = i++;
+      await fn(items[k], k);
+    }
+  });
+  await Promise.all(workers);
+}
+
+function subscribe(s, orderId) {
+  return new Promise((resolve, reject) => {
+    s.timeout(30000).emit("order:subscribe", { orderId }, (err, ack) => {
+      if (err) return reject(new Error(`order:subscribe ${orderId}: no ack`));
+      if (!ack || ack.ok !== true) return reject(new Error(`order:subscribe ${orderId}: ${JSON.stringify(ack)}`));
+      resolve();
+    });
+  });
+}
+
+function cpuMs() {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
+
+function rssKb(pids) {
+  let total = 0;
+  for (const pid of pids) {
+    const m = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
+    total += m ? Number(m[1]) : 0;
+  }
+  return total;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---- latency recording ---------------------------------------------------------------------------
+let window = null; // {from, hist: Map<ms,count>, received, late}
+function record(sentAt) {
+  if (!window) return;
+  if (sentAt < window.from) {
+    window.late++;
+    return;
+  }
+  const lat = Math.max(0, Date.now() - sentAt);
+  window.hist.set(lat, (window.hist.get(lat) || 0) + 1);
+  window.received++;
+}
+function histObj(h) {
+  const o = {};
+  for (const [k, v] of h) o[k] = v;
+  return o;
+}
+
+// ---- scenario L / X: porters send location:update, customers and admins of each order receive ------
+async function setupLocation() {
+  const urls = cfg.urls;
+  const subs = [];
+  for (const [i, o] of cfg.orders.entries()) {
+    // Place the three parties of an order on different instances when there are several.
+    subs.push({ url: urls[i % urls.length], ns: "/client", sub: o.customerId, role: "customer", orderId: o.orderId });
+    subs.push({ url: urls[(i + 1) % urls.length], ns: "/admin", sub: o.adminId, role: "admin", orderId: o.orderId });
+  }
+  await pool(subs, cfg.connectConcurrency || 100, async (x) => {
+    const s = await connect(x.url, x.ns, x.sub, x.role);
+    s.on("porter:location", (m) => record(m.timestamp));
+    await subscribe(s, x.orderId);
+  });
+  const porters = new Array(cfg.orders.length);
+  await pool(cfg.orders, cfg.connectConcurrency || 100, async (o, i) => {
+    porters[i] = await connect(urls[(i + 2) % urls.length], "/porter", o.porterId, "porter");
+  });
+  return porters;
+}
+
+async function runStep(porters, cmd) {
+  const perMsg = cfg.subscribersPerOrder || 2;
+  const wait = cmd.startAt - Date.now();
+  if (wait > 0) await sleep(wait);
+  const start = Date.now();
+  window = { from: start, hist: new Map(), received: 0, late: 0 };
+  const cpu0 = cpuMs();
+  const durMs = cmd.seconds * 1000;
+  let sent = 0;
+  let rr = 0;
+  let maxBehind = 0;
+  await new Promise((resolve) => {
+    const tick = () => {
+      const el = Date.now() - start;
+      const target = Math.floor((cmd.rate * Math.min(el, durMs)) / 1000);
+      maxBehind = Math.max(maxBehind, target - sent);
+      const n = target - sent;
+      for (let k = 0; k < n; k++) {
+        const p = porters[rr++ % porters.length];
+        const ts = Date.now();
+        p.emit("location:update", {
+          lat: 52.52 + (sent % 1000) * 1e-5,
+          lng: 13.405 + (sent % 997) * 1e-5,
+          heading: 90,
+          speed: 8.5,
+          accuracy: 5,
+          timestamp: ts,
+        });
+        sent++;
+      }
+      if (el >= durMs) return resolve();
+      setTimeout(tick, 2);
+    };
+    tick();
+  });
+  const sendEnd = Date.now();
+  const cpuSend = cpuMs() - cpu0;
+  const expected = sent * perMsg;
+  const drainDeadline = sendEnd + cmd.drainMs;
+  while (window.received < expected && Date.now() < drainDeadline) await sleep(5);
+  const w = window;
+  window = null;
+  const cpu = cpuMs() - cpu0;
+  return {
+    type: "step",
+    rate: cmd.rate,
+    seconds: (sendEnd - start) / 1000,
+    sent,
+    expected,
+    received: w.received,
+    late: w.late,
+    hist: histObj(w.hist),
+    maxSendBacklog: maxBehind,
+    cpuMs: cpu,
+    cpuSendMs: cpuSend,
+    wallMs: Date.now() - start,
+  };
+}
+
+// ---- scenario C: many idle authenticated sockets -------------------------------------------------
+async function runConnections() {
+  const n = cfg.connections;
+  const warm = Math.min(cfg.warmup || 200, Math.floor(n / 10));
+  const users = Array.from({ length: n }, (_, i) => `${cfg.userPrefix || "c"}-${i}`);
+  let errors = 0;
+  const firstErrors = [];
+  const one = async (u, k) => {
+    const url = cfg.urls[k % cfg.urls.length];
+    try {
+      await connect(url, "/client", u, "customer");
+    } catch (e) {
+      errors++;
+      if (firstErrors.length < 5) firstErrors.push(String(e.message));
+    }
+  };
+  await pool(users.slice(0, warm), cfg.connectConcurrency || 100, one);
+  await sleep(cfg.settleMs || 2000);
+  const rss0 = rssKb(cfg.serverPids);
+  const cpu0 = cpuMs();
+  const t0 = Date.now();
+  await pool(users.slice(warm), cfg.connectConcurrency || 100, (u, k) => one(u, k + warm));
+  const connectSeconds = (Date.now() - t0) / 1000;
+  const cpu = cpuMs() - cpu0;
+  await sleep(cfg.settleMs || 2000);
+  const rss1 = rssKb(cfg.serverPids);
+  const connected = sockets.filter((s) => s.connected).length;
+  return {
+    type: "connections",
+    requested: n,
+    warmup: warm,
+    connected,
+    errors,
+    firstErrors,
+    connectSeconds,
+    connectRate: (n - warm - errors) / connectSeconds,
+    rssBeforeKb: rss0,
+    rssAfterKb: rss1,
+    bytesPerConnection: ((rss1 - rss0) * 1024) / Math.max(1, n - warm - errors),
+    cpuMs: cpu,
+  };
+}
+
+// ---- scenario K: order:status events from Kafka to subscribed customers ----------------------------
+async function setupStatus() {
+  await pool(cfg.orders, cfg.connectConcurrency || 100, async (o, i) => {
+    const s = await connect(cfg.urls[i % cfg.urls.length], "/client", o.customerId, "customer");
+    s.on("order:status", (m) => {
+      // occurredAt is when the producer built the event (ms epoch or an ISO-8601 string).
+      const t = typeof m.occurredAt === "number" ? m.occurredAt : Date.parse(m.occurredAt);
+      if (Number.isFinite(t)) record(t);
+    });
+    await subscribe(s, o.orderId);
+  });
+}
+
+async function collect(cmd) {
+  const start = Date.now();
+  window = { from: cmd.from || 0, hist: new Map(), received: 0, late: 0 };
+  const cpu0 = cpuMs();
+  while (Date.now() - start < cmd.timeoutMs) {
+    if (cmd.expect && window.received >= cmd.expect) break;
+    await sleep(10);
+  }
+  const w = window;
+  window = null;
+  return { type: "collect", expected: cmd.expect, received: w.received, hist: histObj(w.hist), cpuMs: cpuMs() - cpu0 };
+}
+
+async function main() {
+  let porters = null;
+  const t0 = Date.now();
+  if (cfg.mode === "C") {
+    out(await runConnections());
+    out({ type: "bye" });
+    process.exit(0);
+  }
+  if (cfg.mode === "L") porters = await setupLocation();
+  else if (cfg.mode === "K") await setupStatus();
+  else throw new Error(`unknown mode ${cfg.mode}`);
+  out({ type: "ready", sockets: sockets.length, setupSeconds: (Date.now() - t0) / 1000 });
+
+  const rl = readline.createInterface({ input: process.stdin });
+  let queue = Promise.resolve();
+  rl.on("line", (line) => {
+    const cmd = JSON.parse(line);
+    queue = queue.then(async () => {
+      if (cmd.cmd === "step") out(await runStep(porters, cmd));
+      else if (cmd.cmd === "collect") out(await collect(cmd));
+      else if (cmd.cmd === "quit") {
+        for (const s of sockets) s.close();
+        out({ type: "bye" });
+        process.exit(0);
+      }
+    });
+  });
+  rl.on("close", () => process.exit(0));
+}
+
+main().catch((e) => {
+  out({ type: "error", message: String((e && e.stack) || e) });
+  log(String((e && e.stack) || e));
+  process.exit(1);
+});

@@ -1,0 +1,164 @@
+"""The benchmark command: ``bench/run [--quick] [--scenarios L,C,X,K]``.
+
+Runs each scenario against our gateway and the Node socket.io reference in one go, prints a table
+with ours / reference ratios and writes every number to ``bench/results/<timestamp>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import servers
+from bench.scenarios import SCENARIOS, Options, report, say
+
+RESULTS_DIR = servers.REPO / "bench" / "results"
+DEFAULT_RATES = [1000, 2500, 5000, 7500, 10000, 12500, 15000, 20000, 25000]
+QUICK_RATES = [1000, 5000, 10000, 20000]
+
+
+def raise_fd_limit() -> int:
+    """Children inherit this: the C scenario holds ~15k sockets on each side."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def ensure_node_modules() -> None:
+    """``npm ci`` into bench/reference once per lockfile (a stamp records which)."""
+    ref = servers.REFERENCE_DIR
+    lock = (ref / "package-lock.json").read_bytes()
+    stamp = ref / "node_modules" / ".bench-lock"
+    if stamp.exists() and stamp.read_bytes() == lock:
+        return
+    say("npm ci in bench/reference")
+    cache = servers.cache_dir() / "npm"
+    subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund", "--cache", str(cache)],
+        cwd=ref,
+        check=True,
+    )
+    stamp.write_bytes(lock)
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        info["mem_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+        info["node"] = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    except (OSError, ValueError):
+        pass
+    return info
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="bench/run", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="a short run (about 2 minutes)")
+    ap.add_argument("--scenarios", default="L,C,X,K", help="comma-separated subset of L,C,X,K")
+    ap.add_argument("--orders", type=int, help="orders in L/X (each: 1 porter, 1 customer, 1 admin)")
+    ap.add_argument("--rates", help="comma-separated location updates/s steps for L")
+    ap.add_argument("--x-rates", help="comma-separated steps for X")
+    ap.add_argument("--step-seconds", type=float, help="seconds of sending per step")
+    ap.add_argument("--connections", type=int, help="idle sockets in C")
+    ap.add_argument("--workers", type=int, default=1, help="load-generator processes in L/X")
+    ap.add_argument("--k-rate", type=int, default=5000, help="order.status_changed events/s in K")
+    ap.add_argument("--targets", default="ours,reference", help="comma-separated subset of ours,reference")
+    ap.add_argument("--ours-env", action="append", default=[], help="extra KEY=VALUE for our gateway")
+    ap.add_argument("--out", type=Path, help="JSON output path (default bench/results/<time>.json)")
+    return ap.parse_args(argv)
+
+
+def options(args: argparse.Namespace, run_dir: Path) -> Options:
+    quick = bool(args.quick)
+    rates = (
+        [int(x) for x in args.rates.split(",")] if args.rates else (QUICK_RATES if quick else DEFAULT_RATES)
+    )
+    x_rates = [int(x) for x in args.x_rates.split(",")] if args.x_rates else (QUICK_RATES if quick else rates)
+    ours_env = dict(kv.split("=", 1) for kv in args.ours_env)
+    return Options(
+        run_dir=run_dir,
+        quick=quick,
+        workers=max(1, args.workers),
+        orders=args.orders or (150 if quick else 300),
+        rates=rates,
+        x_rates=x_rates,
+        step_seconds=args.step_seconds or (3.0 if quick else 5.0),
+        drain_ms=1500 if quick else 2000,
+        connections=args.connections or (3000 if quick else 15000),
+        k_rate=args.k_rate,
+        k_seconds=5.0 if quick else 10.0,
+        ours_env=ours_env,
+        targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
+    )
+
+
+async def amain(args: argparse.Namespace) -> int:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    run_dir = servers.cache_dir() / "bench-runs" / stamp
+    run_dir.mkdir(parents=True, exist_ok=True)
+    opts = options(args, run_dir)
+    wanted = [s.strip().upper() for s in args.scenarios.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in SCENARIOS]
+    if unknown:
+        print(f"unknown scenario(s): {', '.join(unknown)}; choose from L,C,X,K", file=sys.stderr)
+        return 2
+    fd_limit = raise_fd_limit()
+    if "C" in wanted and fd_limit < opts.connections + 1000:
+        opts.connections = max(1000, fd_limit - 1000)
+        say(f"fd limit {fd_limit}: C capped at {opts.connections} connections")
+    ensure_node_modules()
+    say(f"logs in {run_dir}")
+    results: dict[str, Any] = {}
+    started = time.time()
+    for name in wanted:
+        t0 = time.time()
+        say(f"scenario {name}")
+        try:
+            results[name] = await SCENARIOS[name](opts)
+        except Exception as exc:  # one broken scenario must not hide the others' numbers
+            say(f"scenario {name} failed: {exc}")
+            results[name] = {"error": str(exc)[:2000]}
+        results.setdefault("_seconds", {})[name] = round(time.time() - t0, 1)
+    doc = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started, 1),
+        "machine": machine(),
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
+        "fd_limit": fd_limit,
+        "results": results,
+    }
+    text = report(results)
+    doc["table"] = text
+    out = args.out or RESULTS_DIR / f"{stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2))
+    print()
+    print(text)
+    print(f"\nJSON: {out}   logs: {run_dir}   total {doc['seconds']}s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return asyncio.run(amain(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,535 @@
+"""Scenarios L, C, X and K, each run against our gateway and the Node reference in turn."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import servers
+from bench.loadgen import Loadgen
+from bench.stats import Histogram, StepResult, best_held, fmt, merge_all, table
+
+SECRET = "bench-secret-" + "x" * 32
+API_KEY = "bench-api-key"
+P99_LIMIT_MS = 100.0
+TARGETS = ("ours", "reference")
+
+
+def say(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+@dataclass
+class Options:
+    run_dir: Path
+    quick: bool = False
+    workers: int = 1
+    orders: int = 300
+    rates: list[int] = field(default_factory=list)
+    step_seconds: float = 5.0
+    drain_ms: int = 2000
+    connections: int = 15000
+    local_addresses: int = 64
+    x_rates: list[int] = field(default_factory=list)
+    k_rate: int = 5000
+    k_seconds: float = 10.0
+    ours_env: dict[str, str] = field(default_factory=dict)
+    targets: tuple[str, ...] = TARGETS
+
+
+# ---- events that authorize the orders (POST /api/events on both servers) --------------------------
+def envelope(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "eventId": str(uuid.uuid4()),
+        "type": kind,
+        "occurredAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "correlationId": str(uuid.uuid4()),
+        "payload": payload,
+    }
+
+
+def make_orders(n: int, tag: str) -> list[dict[str, str]]:
+    return [
+        {
+            "orderId": f"{tag}-order-{i}",
+            "customerId": f"{tag}-cust-{i}",
+            "adminId": f"{tag}-admin-{i}",
+            "porterId": f"{tag}-porter-{i}",
+        }
+        for i in range(n)
+    ]
+
+
+async def post_events(base_url: str, events: Sequence[dict[str, Any]], concurrency: int = 16) -> None:
+    headers = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
+    queue = list(events)
+    async with aiohttp.ClientSession() as http:
+
+        async def worker() -> None:
+            while queue:
+                ev = queue.pop(0)
+                async with http.post(f"{base_url}/api/events", data=json.dumps(ev), headers=headers) as r:
+                    if r.status >= 300:
+                        raise RuntimeError(f"POST /api/events {ev['type']}: {r.status} {await r.text()}")
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def authorize_orders(base_url: str, orders: Sequence[dict[str, str]]) -> None:
+    created = [
+        envelope("order.created", {"orderId": o["orderId"], "customerId": o["customerId"]}) for o in orders
+    ]
+    assigned = [
+        envelope("order.assigned", {"orderId": o["orderId"], "porterId": o["porterId"]}) for o in orders
+    ]
+    await post_events(base_url, created)
+    await post_events(base_url, assigned)
+
+
+# ---- server start-up per target ---------------------------------------------------------------
+def start_targets(
+    target: str, opts: Options, name: str, count: int, redis_url: str | None, kafka: str | None = None
+) -> list[servers.Server]:
+    log_dir = opts.run_dir / "logs"
+    out: list[servers.Server] = []
+    try:
+        for i in range(count):
+            if target == "ours":
+                env = dict(opts.ours_env)
+                if redis_url:
+                    env["RTG_REDIS_URL"] = redis_url
+                if kafka:
+                    env["RTG_KAFKA_BOOTSTRAP_SERVERS"] = kafka
+                out.append(
+                    servers.start_ours(
+                        f"{name}-ours-{i}", log_dir, secret=SECRET, api_key=API_KEY, extra_env=env
+                    )
+                )
+            else:
+                out.append(
+                    servers.start_reference(
+                        f"{name}-ref-{i}", log_dir, secret=SECRET, api_key=API_KEY, redis_url=redis_url
+                    )
+                )
+    except BaseException:
+        for s in out:
+            s.stop()
+        raise
+    return out
+
+
+def split(items: Sequence[dict[str, str]], parts: int) -> list[list[dict[str, str]]]:
+    return [list(items[i::parts]) for i in range(parts)]
+
+
+# ---- L / X: stepped location fan-out -------------------------------------------------------------
+async def location_run(
+    target: str, opts: Options, label: str, instances: int, redis_url: str | None, rates: Sequence[int]
+) -> dict[str, Any]:
+    """Start ``instances`` servers, subscribe a customer and an admin to each order, step the rate."""
+    tag = f"{label}-{target}".replace(" ", "")
+    orders = make_orders(opts.orders, tag)
+    procs = start_targets(target, opts, tag, instances, redis_url)
+    gens: list[Loadgen] = []
+    steps: list[StepResult] = []
+    try:
+        await authorize_orders(procs[0].url, orders)
+        urls = [p.url for p in procs]
+        for w, part in enumerate(split(orders, opts.workers)):
+            cfg = {
+                "mode": "L",
+                "workerId": w,
+                "secret": SECRET,
+                "urls": urls,
+                "orders": part,
+                "subscribersPerOrder": 2,
+                "localAddresses": opts.local_addresses,
+                "connectConcurrency": 50,
+            }
+            gens.append(Loadgen(f"{tag}-loadgen-{w}", cfg, opts.run_dir / "logs"))
+        readies = await asyncio.gather(*(g.start(wait_s=180) for g in gens))
+        say(
+            f"{label} {target}: {sum(r['sockets'] for r in readies)} sockets ready on {instances} process(es)"
+        )
+        failures = 0
+        for rate in rates:
+            start_at = int(time.time() * 1000) + 300
+            cpu0 = sum(servers.cpu_seconds(p.pid) for p in procs)
+            cmd = {
+                "cmd": "step",
+                "seconds": opts.step_seconds,
+                "startAt": start_at,
+                "drainMs": opts.drain_ms,
+            }
+            results = await asyncio.gather(
+                *(
+                    g.command(
+                        {**cmd, "rate": rate / opts.workers},
+                        wait_s=opts.step_seconds + opts.drain_ms / 1000 + 60,
+                    )
+                    for g in gens
+                )
+            )
+            cpu1 = sum(servers.cpu_seconds(p.pid) for p in procs)
+            step = StepResult(
+                rate=float(rate),
+                seconds=max(r["seconds"] for r in results),
+                sent=sum(r["sent"] for r in results),
+                expected=sum(r["expected"] for r in results),
+                received=sum(r["received"] for r in results),
+                hist=merge_all(Histogram.from_json(r["hist"]) for r in results),
+                loadgen_cpu_ms=max(r["cpuMs"] for r in results),
+                server_cpu_s=cpu1 - cpu0,
+            )
+            steps.append(step)
+            s = step.summary()
+            say(
+                f"{label} {target} rate {rate}/s: deliveries {fmt(s['deliveries_per_s'])}/s "
+                f"p50 {fmt(s['p50_ms'])} p95 {fmt(s['p95_ms'])} p99 {fmt(s['p99_ms'])} ms "
+                f"loss {s['loss']:.4f} server cpu {fmt(s['server_cpu_pct'])}% "
+                f"loadgen cpu {fmt(s['loadgen_cpu_pct'])}%"
+                f"{'' if step.held(P99_LIMIT_MS) else '  (not held)'}"
+            )
+            failures = 0 if step.held(P99_LIMIT_MS) else failures + 1
+            # Two failed steps in a row: higher rates only pile up more backlog.
+            if failures >= 2 or (opts.quick and failures >= 1):
+                break
+    finally:
+        for g in gens:
+            await g.close()
+        for p in procs:
+            p.stop()
+    best = best_held(steps, P99_LIMIT_MS)
+    peak = max(steps, key=lambda s: s.deliveries_per_s) if steps else None
+    return {
+        "target": target,
+        "instances": instances,
+        "redis": bool(redis_url),
+        "orders": opts.orders,
+        "steps": [s.summary() for s in steps],
+        "best": best.summary() if best else None,
+        "peak": peak.summary() if peak else None,
+    }
+
+
+async def scenario_l(opts: Options) -> dict[str, Any]:
+    return {t: await location_run(t, opts, "L", 1, None, opts.rates) for t in opts.targets}
+
+
+async def scenario_x(opts: Options) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for t in opts.targets:
+        out[t] = {}
+        for n in (1, 3):
+            redis = servers.start_redis(
+                opts.run_dir / f"redis-x-{t}-{n}", opts.run_dir / "logs", f"redis-x-{t}-{n}"
+            )
+            try:
+                out[t][str(n)] = await location_run(t, opts, f"X{n}", n, redis.url, opts.x_rates)
+            finally:
+                redis.stop()
+    return out
+
+
+# ---- C: idle authenticated connections -----------------------------------------------------------
+async def scenario_c(opts: Options) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for t in opts.targets:
+        procs = start_targets(t, opts, f"C-{t}", 1, None)
+        try:
+            cfg = {
+                "mode": "C",
+                "secret": SECRET,
+                "urls": [procs[0].url],
+                "connections": opts.connections,
+                "warmup": 200,
+                "userPrefix": f"c-{t}",
+                "serverPids": [procs[0].pid],
+                "localAddresses": opts.local_addresses,
+                "connectConcurrency": 100,
+                "settleMs": 3000,
+            }
+            gen = Loadgen(f"C-{t}-loadgen", cfg, opts.run_dir / "logs")
+            say(f"C {t}: opening {opts.connections} idle authenticated sockets")
+            res = await gen.start(wait_s=opts.connections / 50 + 120)
+            await gen.close()
+            if gen.proc is not None and gen.proc.returncode is None:
+                await gen.proc.wait()
+            say(
+                f"C {t}: {res['connected']} connected ({res['errors']} errors), "
+                f"{fmt(res['bytesPerConnection'] / 1024)} KB/connection, {fmt(res['connectRate'])} connects/s"
+            )
+            out[t] = res
+        finally:
+            for p in procs:
+                p.stop()
+    return out
+
+
+# ---- K: Kafka order.status_changed to subscribed customers ----------------------------------------
+async def produce(
+    bootstrap: str, topic: str, orders: Sequence[dict[str, str]], rate: int, seconds: float
+) -> int:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
+    await producer.start()
+    sent = 0
+    try:
+        total = int(rate * seconds)
+        start = time.monotonic()
+        while sent < total:
+            due = min(total, int(rate * (time.monotonic() - start)))
+            while sent < due:
+                o = orders[sent % len(orders)]
+                ev = envelope("order.status_changed", {"orderId": o["orderId"], "status": "in_transit"})
+                await producer.send(topic, json.dumps(ev).encode(), key=o["orderId"].encode())
+                sent += 1
+            await asyncio.sleep(0.002)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def create_topics(bootstrap: str, partitions: int) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from realtime_contract import DEFAULT_TOPICS
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(name, num_partitions=partitions, replication_factor=1)
+                for name in DEFAULT_TOPICS.values()
+            ]
+        )
+    finally:
+        await admin.close()
+
+
+async def scenario_k(opts: Options) -> dict[str, Any]:
+    if "ours" not in opts.targets:
+        return {}
+    if servers.kafka_home() is None:
+        return {"ours": {"status": "not available: Kafka jars not provisioned (bash tools/kafka.sh)"}}
+    from realtime_contract import DEFAULT_TOPICS
+
+    topic = DEFAULT_TOPICS["orderEvents"]
+    out: dict[str, Any] = {
+        "reference": {
+            "status": "not available: no maintained pure-JS Kafka client speaks the Kafka 4 protocol "
+            "(kafkajs stops at 2.x APIs; the librdkafka binding downloads a prebuilt binary)"
+        }
+    }
+    redis = servers.start_redis(opts.run_dir / "redis-k", opts.run_dir / "logs", "redis-k")
+    kafka = servers.start_kafka(opts.run_dir / "kafka", opts.run_dir / "logs")
+    procs: list[servers.Server] = []
+    gen: Loadgen | None = None
+    try:
+        await create_topics(kafka.bootstrap, 6)
+        try:
+            procs = start_targets("ours", opts, "K", 1, redis.url, kafka.bootstrap)
+        except (RuntimeError, TimeoutError) as exc:
+            out["ours"] = {"status": f"not available: the gateway did not start with Kafka ({exc})"[:500]}
+            return out
+        orders = make_orders(200, "K")
+        await authorize_orders(procs[0].url, orders)
+        cfg = {
+            "mode": "K",
+            "secret": SECRET,
+            "urls": [procs[0].url],
+            "orders": orders,
+            "localAddresses": opts.local_addresses,
+        }
+        gen = Loadgen("K-ours-loadgen", cfg, opts.run_dir / "logs")
+        await gen.start(wait_s=120)
+        # Warm-up: the consumer group must have its partitions before the timed run.
+        warm_from = int(time.time() * 1000)
+        await gen.send({"cmd": "collect", "expect": 50, "timeoutMs": 60000, "from": warm_from})
+        await produce(kafka.bootstrap, topic, orders, 50, 1.0)
+        warm = await gen.read(90)
+        if warm["received"] < 50:
+            out["ours"] = {
+                "status": f"not available: only {warm['received']}/50 warm-up events reached clients"
+            }
+            return out
+        say(f"K ours: consumer warm, producing {opts.k_rate}/s for {opts.k_seconds}s")
+        expect = int(opts.k_rate * opts.k_seconds)
+        start_ms = int(time.time() * 1000)
+        cpu0 = servers.cpu_seconds(procs[0].pid)
+        await gen.send(
+            {
+                "cmd": "collect",
+                "expect": expect,
+                "timeoutMs": int(opts.k_seconds * 1000) + 10000,
+                "from": start_ms,
+            }
+        )
+        t0 = time.monotonic()
+        sent = await produce(kafka.bootstrap, topic, orders, opts.k_rate, opts.k_seconds)
+        produce_s = time.monotonic() - t0
+        res = await gen.read(opts.k_seconds + 60)
+        cpu = servers.cpu_seconds(procs[0].pid) - cpu0
+        hist = Histogram.from_json(res["hist"])
+        out["ours"] = {
+            "status": "ok",
+            "rate": opts.k_rate,
+            "produced": sent,
+            "produce_seconds": round(produce_s, 3),
+            "received": res["received"],
+            "loss": max(0, sent - res["received"]) / sent if sent else 0.0,
+            "p50_ms": hist.percentile(50),
+            "p95_ms": hist.percentile(95),
+            "p99_ms": hist.percentile(99),
+            "max_ms": float(max(hist.counts)) if hist.counts else None,
+            "server_cpu_pct": round(100 * cpu / produce_s, 1),
+            "loadgen_cpu_pct": round(100 * res["cpuMs"] / 1000 / produce_s, 1),
+        }
+        say(
+            f"K ours: {res['received']}/{sent} delivered, p50 {fmt(hist.percentile(50))} "
+            f"p95 {fmt(hist.percentile(95))} p99 {fmt(hist.percentile(99))} ms"
+        )
+    finally:
+        if gen is not None:
+            await gen.close()
+        for p in procs:
+            p.stop()
+        kafka.stop()
+        redis.stop()
+    return out
+
+
+SCENARIOS: dict[str, Callable[[Options], Any]] = {
+    "L": scenario_l,
+    "C": scenario_c,
+    "X": scenario_x,
+    "K": scenario_k,
+}
+
+
+# ---- the report ------------------------------------------------------------------------------
+def _g(d: Any, *path: str) -> Any:
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def _ratio_row(name: str, ours: float | None, ref: float | None, digits: int = 1) -> list[str]:
+    r = ours / ref if ours is not None and ref else None
+    return [name, fmt(ours, digits), fmt(ref, digits), fmt(r, 2)]
+
+
+def report(results: dict[str, Any]) -> str:
+    rows: list[list[str]] = []
+    l_res = results.get("L")
+    if l_res:
+        for key, label in (("rate", "updates/s"), ("deliveries_per_s", "deliveries/s")):
+            rows.append(
+                _ratio_row(
+                    f"L embedded: max held {label} (p99<=100ms, no loss)",
+                    _g(l_res, "ours", "best", key),
+                    _g(l_res, "reference", "best", key),
+                )
+            )
+        for p in ("p50_ms", "p95_ms", "p99_ms"):
+            rows.append(
+                [
+                    f"L embedded: {p[:-3]} ms at that rate",
+                    fmt(_g(l_res, "ours", "best", p)),
+                    fmt(_g(l_res, "reference", "best", p)),
+                    "",
+                ]
+            )
+        rows.append(
+            _ratio_row(
+                "L embedded: peak deliveries/s (any step)",
+                _g(l_res, "ours", "peak", "deliveries_per_s"),
+                _g(l_res, "reference", "peak", "deliveries_per_s"),
+            )
+        )
+        rows.append(
+            [
+                "L embedded: server CPU % at max held",
+                fmt(_g(l_res, "ours", "best", "server_cpu_pct")),
+                fmt(_g(l_res, "reference", "best", "server_cpu_pct")),
+                "",
+            ]
+        )
+    c_res = results.get("C")
+    if c_res:
+        ours_kb = _g(c_res, "ours", "bytesPerConnection")
+        ref_kb = _g(c_res, "reference", "bytesPerConnection")
+        rows.append(
+            [
+                f"C: KB RSS per idle connection (at {fmt(_g(c_res, 'ours', 'connected'))} / "
+                f"{fmt(_g(c_res, 'reference', 'connected'))})",
+                fmt(ours_kb / 1024 if ours_kb is not None else None),
+                fmt(ref_kb / 1024 if ref_kb is not None else None),
+                fmt(ours_kb / ref_kb if ours_kb is not None and ref_kb else None, 2),
+            ]
+        )
+        rows.append(
+            _ratio_row(
+                "C: connects/s", _g(c_res, "ours", "connectRate"), _g(c_res, "reference", "connectRate")
+            )
+        )
+    x_res = results.get("X")
+    if x_res:
+        for n in ("1", "3"):
+            rows.append(
+                _ratio_row(
+                    f"X redis, {n} process(es): max held deliveries/s",
+                    _g(x_res, "ours", n, "best", "deliveries_per_s"),
+                    _g(x_res, "reference", n, "best", "deliveries_per_s"),
+                )
+            )
+        scal: dict[str, float | None] = {}
+        for t in TARGETS:
+            one = _g(x_res, t, "1", "best", "deliveries_per_s")
+            three = _g(x_res, t, "3", "best", "deliveries_per_s")
+            scal[t] = three / one if one and three is not None else None
+        rows.append(["X: scaling 3 vs 1 process", fmt(scal["ours"], 2), fmt(scal["reference"], 2), ""])
+    k_res = results.get("K")
+    if k_res:
+        ours = k_res.get("ours", {})
+        if ours.get("status") == "ok":
+            for p in ("p50_ms", "p95_ms", "p99_ms"):
+                rows.append([f"K: {p[:-3]} ms at {ours['rate']}/s (Kafka->client)", fmt(ours[p]), "n/a", ""])
+            rows.append([f"K: loss at {ours['rate']}/s", fmt(ours["loss"], 4), "n/a", ""])
+        else:
+            rows.append(["K: Kafka->client", str(ours.get("status", "n/a"))[:60], "n/a", ""])
+    cpu = loadgen_cpu_max(results)
+    rows.append(["load generator: max CPU % of one core in any step", fmt(cpu), "", ""])
+    return table(["metric", "ours", "reference", "ours/ref"], rows)
+
+
+def loadgen_cpu_max(results: dict[str, Any]) -> float | None:
+    values: list[float] = []
+
+    def walk(d: Any) -> None:
+        if isinstance(d, dict):
+            v = d.get("loadgen_cpu_pct")
+            if isinstance(v, int | float):
+                values.append(float(v))
+            for x in d.values():
+                walk(x)
+        elif isinstance(d, list):
+            for x in d:
+                walk(x)
+
+    walk(results)
+    return max(values) if values else None

@@ -1,0 +1,158 @@
+"""Pure numbers for the benchmark report: latency histograms, percentiles, step verdicts, tables.
+
+No I/O here, so the unit tests can pin the arithmetic the report rests on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Histogram:
+    """Counts of latencies in whole milliseconds (the load generator's resolution)."""
+
+    counts: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, int] | Mapping[int, int]) -> Histogram:
+        return cls({int(k): int(v) for k, v in raw.items()})
+
+    def merge(self, other: Histogram) -> Histogram:
+        out = dict(self.counts)
+        for k, v in other.counts.items():
+            out[k] = out.get(k, 0) + v
+        return Histogram(out)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def percentile(self, p: float) -> float | None:
+        """Nearest-rank percentile (p in 0..100): the smallest latency covering p % of samples."""
+        if not 0 <= p <= 100:
+            raise ValueError(f"percentile {p} outside 0..100")
+        total = self.total
+        if total == 0:
+            return None
+        rank = max(1, -(-p * total // 100))  # ceil(p/100 * total), at least the first sample
+        seen = 0
+        for value in sorted(self.counts):
+            seen += self.counts[value]
+            if seen >= rank:
+                return float(value)
+        return float(max(self.counts))
+
+    def mean(self) -> float | None:
+        total = self.total
+        if total == 0:
+            return None
+        return sum(k * v for k, v in self.counts.items()) / total
+
+
+def merge_all(hists: Iterable[Histogram]) -> Histogram:
+    out = Histogram()
+    for h in hists:
+        out = out.merge(h)
+    return out
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One rate step of scenario L/X, summed over every load-generator process."""
+
+    rate: float  # offered location updates per second
+    seconds: float
+    sent: int
+    expected: int
+    received: int
+    hist: Histogram
+    loadgen_cpu_ms: float
+    server_cpu_s: float | None = None
+
+    @property
+    def loss(self) -> float:
+        if self.expected == 0:
+            return 0.0
+        return max(0, self.expected - self.received) / self.expected
+
+    @property
+    def deliveries_per_s(self) -> float:
+        return self.received / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def incoming_per_s(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+    def held(self, p99_limit_ms: float) -> bool:
+        """Held: nothing lost, the generator sent what it meant to, and p99 within the limit."""
+        p99 = self.hist.percentile(99)
+        return (
+            self.received >= self.expected
+            and self.sent >= 0.98 * self.rate * self.seconds
+            and p99 is not None
+            and p99 <= p99_limit_ms
+        )
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "rate": self.rate,
+            "seconds": round(self.seconds, 3),
+            "sent": self.sent,
+            "expected": self.expected,
+            "received": self.received,
+            "loss": round(self.loss, 6),
+            "incoming_per_s": round(self.incoming_per_s, 1),
+            "deliveries_per_s": round(self.deliveries_per_s, 1),
+            "p50_ms": self.hist.percentile(50),
+            "p95_ms": self.hist.percentile(95),
+            "p99_ms": self.hist.percentile(99),
+            "max_ms": float(max(self.hist.counts)) if self.hist.counts else None,
+            "loadgen_cpu_pct": round(100 * self.loadgen_cpu_ms / 1000 / self.seconds, 1)
+            if self.seconds
+            else None,
+            "server_cpu_pct": (
+                round(100 * self.server_cpu_s / self.seconds, 1)
+                if self.server_cpu_s is not None and self.seconds
+                else None
+            ),
+        }
+
+
+def best_held(steps: Sequence[StepResult], p99_limit_ms: float) -> StepResult | None:
+    """The highest-rate step that was held (steps need not be monotone in outcome)."""
+    held = [s for s in steps if s.held(p99_limit_ms)]
+    return max(held, key=lambda s: s.rate) if held else None
+
+
+def ratio(ours: float | None, reference: float | None) -> float | None:
+    if ours is None or reference is None or reference == 0:
+        return None
+    return ours / reference
+
+
+def fmt(value: float | int | str | None, digits: int = 1) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) >= 100):
+        return f"{int(value):,}"
+    return f"{value:,.{digits}f}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain text table with right-aligned columns (the first column left-aligned)."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells)]
+        return "  ".join(parts).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), sep, *(line(r) for r in rows)])

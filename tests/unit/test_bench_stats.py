@@ -1,0 +1,92 @@
+"""The benchmark report's arithmetic: histogram percentiles, merging, step verdicts, the table."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.stats import Histogram, StepResult, best_held, fmt, merge_all, ratio, table
+
+pytestmark = pytest.mark.unit
+
+
+def test_percentiles_use_nearest_rank() -> None:
+    h = Histogram({1: 50, 2: 45, 10: 4, 200: 1})  # 100 samples
+    assert h.total == 100
+    assert h.percentile(50) == 1.0
+    assert h.percentile(51) == 2.0
+    assert h.percentile(95) == 2.0
+    assert h.percentile(96) == 10.0
+    assert h.percentile(99) == 10.0
+    assert h.percentile(100) == 200.0
+    assert h.percentile(0) == 1.0
+
+
+def test_empty_histogram_has_no_percentile() -> None:
+    assert Histogram().percentile(99) is None
+    assert Histogram().mean() is None
+    with pytest.raises(ValueError):
+        Histogram({1: 1}).percentile(101)
+
+
+def test_merge_adds_counts_from_json_keys() -> None:
+    a = Histogram.from_json({"3": 2, "5": 1})
+    b = Histogram.from_json({"5": 3, "7": 1})
+    m = merge_all([a, b])
+    assert m.counts == {3: 2, 5: 4, 7: 1}
+    assert m.mean() == pytest.approx((3 * 2 + 5 * 4 + 7) / 7)
+
+
+def step(rate: float, received: int, p99_value: int, sent: int | None = None) -> StepResult:
+    sent = int(rate * 2) if sent is None else sent
+    return StepResult(
+        rate=rate,
+        seconds=2.0,
+        sent=sent,
+        expected=sent * 2,
+        received=received,
+        hist=Histogram({1: 98, p99_value: 2}),
+        loadgen_cpu_ms=500.0,
+        server_cpu_s=1.0,
+    )
+
+
+def test_step_verdicts_and_best_held() -> None:
+    ok_low = step(1000, 4000, 20)
+    ok_high = step(5000, 20000, 90)
+    lossy = step(8000, 31000, 50)
+    slow = step(10000, 40000, 150)
+    starved = step(12000, 20000, 10, sent=10000)  # the generator could not send what it meant to
+    assert ok_low.held(100) and ok_high.held(100)
+    assert not lossy.held(100)
+    assert lossy.loss == pytest.approx(1000 / 32000)
+    assert not slow.held(100)
+    assert not starved.held(100)
+    assert best_held([ok_low, slow, ok_high, lossy, starved], 100) is ok_high
+    assert best_held([slow], 100) is None
+
+
+def test_summary_rates() -> None:
+    s = step(5000, 20000, 90).summary()
+    assert s["deliveries_per_s"] == 10000.0
+    assert s["incoming_per_s"] == 5000.0
+    assert s["p99_ms"] == 90.0
+    assert s["loadgen_cpu_pct"] == 25.0
+    assert s["server_cpu_pct"] == 50.0
+
+
+def test_ratio_and_format() -> None:
+    assert ratio(10.0, 4.0) == 2.5
+    assert ratio(None, 4.0) is None
+    assert ratio(1.0, 0.0) is None
+    assert fmt(None) == "n/a"
+    assert fmt(12345.0) == "12,345"
+    assert fmt(1.234, 2) == "1.23"
+    assert fmt("x") == "x"
+
+
+def test_table_aligns_columns() -> None:
+    text = table(["metric", "ours"], [["a", "1"], ["longer name", "12,345"]])
+    lines = text.splitlines()
+    assert lines[0].startswith("metric")
+    assert len({len(line) for line in lines}) == 1  # every row as wide as the header rule
+    assert lines[3].endswith("12,345")
