@@ -1,0 +1,3 @@
+from realtime_operator.cli import main
+
+main()
