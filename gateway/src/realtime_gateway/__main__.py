@@ -1,0 +1,3 @@
+from realtime_gateway.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Authentication (JWT verification) and authorization rules."""

@@ -1,0 +1,150 @@
+"""JWT verification: HS256 secret, RS256/ES256 PEM public key, or a JWKS URL.
+
+The algorithm allow-list is derived from the configured key *types*, never from the token: an
+HS256 token is only ever checked against the shared secret, an RS256/ES256 token only against an
+asymmetric key of the matching type. That rules out ``alg: none`` and HS/RS confusion (an RSA
+public key used as an HMAC secret) by construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Final
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt import PyJWK, PyJWKClient
+
+from realtime_gateway.auth.claims import ROLES, Claims
+from realtime_gateway.auth.errors import AuthError, ConnectCode
+
+ASYMMETRIC_ALGS: Final = frozenset({"RS256", "ES256"})
+_MAX_TOKEN_LENGTH: Final = 8192
+
+
+class TokenVerifier:
+    def __init__(
+        self,
+        *,
+        secret: str | None = None,
+        public_key_pem: str | None = None,
+        jwks_url: str | None = None,
+        issuer: str | None = None,
+        audience: tuple[str, ...] = (),
+        leeway: float = 30.0,
+        jwks_cooldown: float = 10.0,
+    ) -> None:
+        if secret is None and public_key_pem is None and jwks_url is None:
+            raise ValueError("no verification key configured")
+        self._secret = secret
+        self._issuer = issuer
+        self._audience = list(audience) or None
+        self._leeway = leeway
+        self._pem_keys: dict[str, Any] = {}
+        if public_key_pem is not None:
+            key = load_pem_public_key(public_key_pem.encode())
+            if isinstance(key, rsa.RSAPublicKey):
+                self._pem_keys["RS256"] = key
+            elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+                self._pem_keys["ES256"] = key
+            else:
+                raise ValueError("public key must be RSA or EC P-256")
+        self._jwks: PyJWKClient | None = None
+        if jwks_url is not None:
+            # PyJWKClient refetches the set on an unknown kid, at most once per cooldown, so a
+            # stream of forged kids cannot turn into a stream of requests to the identity provider.
+            self._jwks = PyJWKClient(
+                jwks_url, cache_jwk_set=True, lifespan=300, cooldown_duration=jwks_cooldown
+            )
+        self._jwk_cache: dict[str, PyJWK] = {}
+
+    @property
+    def algorithms(self) -> frozenset[str]:
+        algs = set(self._pem_keys)
+        if self._secret is not None:
+            algs.add("HS256")
+        if self._jwks is not None:
+            algs |= ASYMMETRIC_ALGS
+        return frozenset(algs)
+
+    async def verify(self, token: str) -> Claims:
+        if not token or len(token) > _MAX_TOKEN_LENGTH:
+            raise AuthError(ConnectCode.AUTH_INVALID, "malformed token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthError(ConnectCode.AUTH_INVALID, "malformed token") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            raise AuthError(ConnectCode.AUTH_INVALID, "algorithm not accepted")
+        key = await self._key_for(alg, header.get("kid"))
+        try:
+            payload = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "iat", "sub"], "verify_aud": self._audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError(ConnectCode.AUTH_EXPIRED, "token expired") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError(ConnectCode.AUTH_INVALID, "wrong audience") from None
+        except jwt.InvalidIssuerError:
+            raise AuthError(ConnectCode.AUTH_INVALID, "wrong issuer") from None
+        except jwt.PyJWTError:
+            raise AuthError(ConnectCode.AUTH_INVALID, "invalid token") from None
+        return _claims(payload)
+
+    async def _key_for(self, alg: str, kid: Any) -> Any:
+        if alg == "HS256":
+            return self._secret
+        if alg in self._pem_keys and (self._jwks is None or kid is None):
+            return self._pem_keys[alg]
+        if self._jwks is None:
+            raise AuthError(ConnectCode.AUTH_INVALID, "algorithm not accepted")
+        if not isinstance(kid, str) or not kid or len(kid) > 256:
+            raise AuthError(ConnectCode.AUTH_INVALID, "token has no key id")
+        jwk = self._jwk_cache.get(kid)
+        if jwk is None:
+            jwks = self._jwks
+            try:
+                # PyJWKClient does blocking HTTP: keep it off the event loop.
+                jwk = await asyncio.to_thread(jwks.get_signing_key, kid)
+            except jwt.PyJWKClientError:
+                raise AuthError(ConnectCode.AUTH_INVALID, "unknown signing key") from None
+            except Exception:
+                raise AuthError(ConnectCode.AUTH_INVALID, "signing keys unavailable") from None
+            self._remember(kid, jwk)
+        if jwk.algorithm_name != alg:
+            raise AuthError(ConnectCode.AUTH_INVALID, "algorithm does not match key")
+        return jwk.key
+
+    def _remember(self, kid: str, jwk: PyJWK) -> None:
+        if len(self._jwk_cache) > 64:
+            self._jwk_cache.clear()
+        self._jwk_cache[kid] = jwk
+
+
+def _claims(payload: dict[str, Any]) -> Claims:
+    sub = payload.get("sub")
+    role = payload.get("role")
+    exp = payload.get("exp")
+    if not isinstance(sub, str) or not sub or len(sub) > 128:
+        raise AuthError(ConnectCode.AUTH_INVALID, "bad subject")
+    if not isinstance(role, str) or role not in ROLES:
+        raise AuthError(ConnectCode.AUTH_INVALID, "bad role")
+    if not isinstance(exp, int | float):
+        raise AuthError(ConnectCode.AUTH_INVALID, "bad expiry")
+    return Claims(user_id=sub, role=role, expires_at=float(exp))  # type: ignore[arg-type]
+
+
+def mint_dev_token(secret: str, sub: str, role: str, ttl: float = 3600.0, **extra: Any) -> str:
+    """An HS256 token for development and tests (the CLI's `token` command)."""
+    now = int(time.time())
+    payload = {"sub": sub, "role": role, "iat": now, "exp": now + int(ttl), **extra}
+    return jwt.encode(payload, secret, algorithm="HS256")

@@ -1,0 +1,39 @@
+"""The one fan-out API the rest of the gateway (handlers, Kafka dispatch, HTTP event API) calls.
+
+Each call reaches the sockets in the right namespaces on every instance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from realtime_gateway.fanout.manager import RoomFanoutManager
+
+ADMIN_NAMESPACE = "/admin"
+
+
+def order_room(order_id: str) -> str:
+    return f"order:{order_id}"
+
+
+def user_room(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+ADMINS_ROOM = "admins"
+
+
+class Emitter:
+    def __init__(self, manager: RoomFanoutManager) -> None:
+        self._manager = manager
+
+    async def to_order(self, order_id: str, event: str, data: Any) -> None:
+        """Everyone subscribed to the order: its customer, its porter, watching admins."""
+        await self._manager.emit_room(order_room(order_id), event, data)
+
+    async def to_user(self, user_id: str, event: str, data: Any) -> None:
+        """Every socket (device) of one user, on any instance."""
+        await self._manager.emit_room(user_room(user_id), event, data)
+
+    async def to_admins(self, event: str, data: Any) -> None:
+        await self._manager.emit_room(ADMINS_ROOM, event, data, namespaces=(ADMIN_NAMESPACE,))

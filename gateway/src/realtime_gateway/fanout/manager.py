@@ -1,0 +1,185 @@
+"""A python-socketio client manager whose rooms span instances through per-room channels.
+
+The stock pub/sub managers publish every emit on one channel that every instance reads. Here a
+room has its own sharded channel (``rtg:room:<room>``); an instance subscribes to it when its
+first local socket (in any namespace) joins the room and unsubscribes when its last one leaves,
+so an instance with no member of a room never receives that room's messages.
+
+Scope: emits to named rooms cross instances; emits to a single sid, to a whole namespace
+(room=None) and with callbacks stay local (the gateway addresses users and orders through rooms).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import socketio
+
+from realtime_gateway.fanout.bus import Bus
+from realtime_gateway.state.keys import room_channel
+
+log = logging.getLogger(__name__)
+
+AfterConnect = Callable[[], Awaitable[None]]
+
+
+class _KeyedLocks:
+    """One asyncio.Lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> Any:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
+    def __init__(self, bus: Bus | None = None) -> None:
+        super().__init__()
+        self.bus = bus
+        self.host_id = uuid.uuid4().hex
+        self._prefix = self.host_id.encode() + b"|"
+        self._subscribed: set[str] = set()
+        self._locks = _KeyedLocks()
+        self._after_connect: dict[str, AfterConnect] = {}
+        self.published = 0
+        if bus is not None:
+            bus.set_handler(self._on_bus_message)
+
+    # --- counters for /readyz and tests --------------------------------------------------
+    @property
+    def received(self) -> int:
+        return self.bus.received if self.bus is not None else 0
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "published": self.published,
+            "channels": len(self._subscribed),
+            "rooms": sorted(self._subscribed)[:100],
+        }
+
+    # --- connection lifecycle ------------------------------------------------------------
+    def after_connect(self, sid: str, callback: AfterConnect) -> None:
+        """Run ``callback`` once the CONNECT packet went out (emitting earlier confuses clients)."""
+        self._after_connect[sid] = callback
+
+    async def connect(self, sid: str, namespace: str) -> Any:
+        result = await super().connect(sid, namespace)
+        callback = self._after_connect.pop(sid, None)
+        if callback is not None:
+            try:
+                await callback()
+            except Exception:
+                log.exception("after-connect callback failed")
+        return result
+
+    async def disconnect(self, sid: str, namespace: str, **kwargs: Any) -> Any:
+        self._after_connect.pop(sid, None)
+        rooms = [r for r in self.get_rooms(sid, namespace) if r != sid]
+        result = self.basic_disconnect(sid, namespace, **kwargs)
+        for room in rooms:
+            await self._sync(room)
+        return result
+
+    # --- membership -> channel subscriptions ------------------------------------------------
+    async def enter_room(self, sid: str, namespace: str, room: str, eio_sid: str | None = None) -> None:
+        self.basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if room != sid:
+            await self._sync(room)
+
+    async def leave_room(self, sid: str, namespace: str, room: str) -> None:
+        self.basic_leave_room(sid, namespace, room)
+        if room != sid:
+            await self._sync(room)
+
+    async def close_room(self, room: str, namespace: str) -> None:
+        self.basic_close_room(room, namespace)
+        await self._sync(room)
+
+    def has_local(self, room: str) -> bool:
+        return any(room in rooms for rooms in self.rooms.values())
+
+    async def _sync(self, room: str | None) -> None:
+        if self.bus is None or not isinstance(room, str):
+            return
+        async with self._locks.hold(room):
+            want, have = self.has_local(room), room in self._subscribed
+            if want and not have:
+                await self.bus.subscribe(room_channel(room))
+                self._subscribed.add(room)
+            elif have and not want:
+                self._subscribed.discard(room)
+                await self.bus.unsubscribe(room_channel(room))
+
+    # --- emitting ------------------------------------------------------------------------
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        room = to or room
+        if (
+            self.bus is None
+            or kwargs.get("ignore_queue")
+            or callback is not None
+            or not isinstance(room, str)
+            or self.is_sid_room(namespace, room)
+        ):
+            await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback)
+            return
+        await self.emit_room(room, event, data, namespaces=(namespace,), skip_sid=skip_sid)
+
+    async def emit_room(
+        self,
+        room: str,
+        event: str,
+        data: Any,
+        namespaces: Sequence[str] | None = None,
+        skip_sid: str | None = None,
+    ) -> None:
+        """Emit to ``room`` in ``namespaces`` (all when None) on this and every other instance."""
+        await self._deliver(room, event, data, namespaces, skip_sid)
+        if self.bus is not None:
+            message = {"r": room, "e": event, "d": data, "n": namespaces, "s": skip_sid}
+            self.published += 1
+            await self.bus.publish(room_channel(room), self._prefix + orjson.dumps(message))
+
+    async def _deliver(
+        self, room: str, event: str, data: Any, namespaces: Iterable[str] | None, skip_sid: str | None
+    ) -> None:
+        for namespace in list(self.rooms) if namespaces is None else namespaces:
+            if room in self.rooms.get(namespace, ()):
+                await super().emit(event, data, namespace, room=room, skip_sid=skip_sid)
+
+    async def _on_bus_message(self, payload: bytes) -> None:
+        # An instance also hears its own publications on rooms it has members in; it already
+        # delivered those locally, so skip them before decoding.
+        if payload.startswith(self._prefix):
+            return
+        _, _, body = payload.partition(b"|")
+        message = orjson.loads(body)
+        await self._deliver(message["r"], message["e"], message["d"], message.get("n"), message.get("s"))

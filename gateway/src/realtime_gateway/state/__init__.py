@@ -1,0 +1,1 @@
+"""Shared state behind one interface: Redis in production, in-process memory in embedded mode."""

@@ -1,0 +1,161 @@
+"""In-process stores for the embedded mode (one instance, no Redis). Same semantics, incl. TTLs
+where a client can observe them (reconnect tokens, locations)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from realtime_gateway.state import keys
+from realtime_gateway.state.base import OrderAccess, ReconnectGrant, SocketRecord, Stores
+
+
+class MemoryOrderAccessStore:
+    def __init__(self) -> None:
+        self._access: dict[str, OrderAccess] = {}
+        self._porter_orders: dict[str, set[str]] = {}
+
+    async def record_created(self, order_id: str, customer_id: str) -> None:
+        old = self._access.get(order_id)
+        self._access[order_id] = OrderAccess(order_id, customer_id, old.porter_id if old else None)
+
+    async def record_assigned(self, order_id: str, porter_id: str) -> None:
+        old = self._access.get(order_id)
+        if old and old.porter_id and old.porter_id != porter_id:
+            self._porter_orders.get(old.porter_id, set()).discard(order_id)
+        self._access[order_id] = OrderAccess(order_id, old.customer_id if old else None, porter_id)
+        self._porter_orders.setdefault(porter_id, set()).add(order_id)
+
+    async def get(self, order_id: str) -> OrderAccess | None:
+        return self._access.get(order_id)
+
+    async def expire(self, order_id: str) -> None:
+        old = self._access.pop(order_id, None)
+        if old and old.porter_id:
+            orders = self._porter_orders.get(old.porter_id)
+            if orders is not None:
+                orders.discard(order_id)
+                if not orders:
+                    del self._porter_orders[old.porter_id]
+
+    async def orders_of_porter(self, porter_id: str) -> set[str]:
+        return set(self._porter_orders.get(porter_id, ()))
+
+
+class MemorySessionStore:
+    def __init__(self) -> None:
+        self._sockets: dict[str, SocketRecord] = {}
+        self._users: dict[str, set[str]] = {}
+
+    async def register(self, record: SocketRecord) -> None:
+        self._sockets[record.sid] = record
+        self._users.setdefault(record.user_id, set()).add(record.sid)
+
+    async def unregister(self, sid: str, user_id: str) -> None:
+        self._sockets.pop(sid, None)
+        sids = self._users.get(user_id)
+        if sids is not None:
+            sids.discard(sid)
+            if not sids:
+                del self._users[user_id]
+
+    async def sockets_of_user(self, user_id: str) -> set[str]:
+        return set(self._users.get(user_id, ()))
+
+    async def get_socket(self, sid: str) -> SocketRecord | None:
+        return self._sockets.get(sid)
+
+
+class MemorySubscriptionStore:
+    def __init__(self, tokens: MemoryReconnectTokenStore) -> None:
+        self._orders: dict[str, set[str]] = {}
+        self._tokens = tokens
+
+    async def add(self, order_id: str, sid: str, reconnect_token: str) -> None:
+        self._orders.setdefault(order_id, set()).add(sid)
+        self._tokens.add_order(reconnect_token, order_id)
+
+    async def remove(self, order_id: str, sid: str, reconnect_token: str) -> None:
+        self._discard(order_id, sid)
+        self._tokens.remove_order(reconnect_token, order_id)
+
+    async def drop_socket(self, sid: str, order_ids: Iterable[str]) -> None:
+        for order_id in order_ids:
+            self._discard(order_id, sid)
+
+    async def subscribers(self, order_id: str) -> set[str]:
+        return set(self._orders.get(order_id, ()))
+
+    def _discard(self, order_id: str, sid: str) -> None:
+        sids = self._orders.get(order_id)
+        if sids is not None:
+            sids.discard(sid)
+            if not sids:
+                del self._orders[order_id]
+
+
+class MemoryReconnectTokenStore:
+    def __init__(self) -> None:
+        # token -> (deadline, grant, orders)
+        self._tokens: dict[str, tuple[float, ReconnectGrant, set[str]]] = {}
+
+    async def issue(self, grant: ReconnectGrant, ttl: int) -> str:
+        self._sweep()
+        token = secrets.token_urlsafe(32)
+        deadline = min(time.time() + ttl, grant.expires_at)
+        self._tokens[token] = (deadline, grant, set(grant.orders))
+        return token
+
+    async def consume(self, token: str) -> ReconnectGrant | None:
+        entry = self._tokens.pop(token, None)
+        if entry is None or entry[0] < time.time():
+            return None
+        _, grant, orders = entry
+        return ReconnectGrant(grant.user_id, grant.role, grant.namespace, grant.expires_at, frozenset(orders))
+
+    def add_order(self, token: str, order_id: str) -> None:
+        entry = self._tokens.get(token)
+        if entry is not None:
+            entry[2].add(order_id)
+
+    def remove_order(self, token: str, order_id: str) -> None:
+        entry = self._tokens.get(token)
+        if entry is not None:
+            entry[2].discard(order_id)
+
+    def _sweep(self) -> None:
+        now = time.time()
+        if len(self._tokens) > 1024:
+            for token in [t for t, e in self._tokens.items() if e[0] < now]:
+                del self._tokens[token]
+
+
+class MemoryLocationStore:
+    def __init__(self, orders: MemoryOrderAccessStore, ttl: int = keys.LOCATION_TTL) -> None:
+        self._orders = orders
+        self._ttl = ttl
+        self._locations: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    async def put(self, porter_id: str, location: dict[str, Any]) -> set[str]:
+        self._locations[porter_id] = (time.time() + self._ttl, location)
+        return await self._orders.orders_of_porter(porter_id)
+
+    async def get(self, porter_id: str) -> dict[str, Any] | None:
+        entry = self._locations.get(porter_id)
+        if entry is None or entry[0] < time.time():
+            return None
+        return entry[1]
+
+
+def memory_stores() -> Stores:
+    orders = MemoryOrderAccessStore()
+    tokens = MemoryReconnectTokenStore()
+    return Stores(
+        orders=orders,
+        sessions=MemorySessionStore(),
+        subscriptions=MemorySubscriptionStore(tokens),
+        reconnect=tokens,
+        locations=MemoryLocationStore(orders),
+    )

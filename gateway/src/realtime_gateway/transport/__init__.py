@@ -1,0 +1,1 @@
+"""The Socket.IO surface: server construction, payload models, handlers, acks."""
