@@ -40,7 +40,7 @@ class RateRule:
         return self.points / (self.window_s * 1000.0)
 
 
-DEFAULT_RULES: Final[Mapping[EventClass, RateRule]] = {
+DEFAULT_RULES: Final[Mapping[str, RateRule]] = {
     "general": RateRule(100, 60.0),
     "location": RateRule(1000, 60.0),
     "chat": RateRule(50, 60.0),
@@ -92,16 +92,16 @@ class MemoryRateLimiter:
 
     def __init__(
         self,
-        rules: Mapping[EventClass, RateRule] = DEFAULT_RULES,
+        rules: Mapping[str, RateRule] = DEFAULT_RULES,
         clock_ms: Callable[[], float] | None = None,
         max_buckets: int = 100_000,
     ) -> None:
-        self._rules = dict(rules)
+        self._rules: dict[str, RateRule] = dict(rules)
         self._clock = clock_ms or (lambda: time.monotonic() * 1000.0)
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
         self._max = max_buckets
 
-    def rule(self, event_class: EventClass) -> RateRule:
+    def rule(self, event_class: str) -> RateRule:
         return self._rules.get(event_class) or DEFAULT_RULES[event_class]
 
     async def hit(self, key: str, event_class: EventClass, cost: int = 1) -> RateDecision:
@@ -117,9 +117,7 @@ class MemoryRateLimiter:
     def _evict_full(self, now: float) -> None:
         # A bucket untouched for a whole window is full again: forgetting it changes nothing.
         stale = [
-            k
-            for k, (_, last) in self._buckets.items()
-            if now - last >= self.rule(k[0]).window_s * 1000.0  # type: ignore[arg-type]
+            k for k, (_, last) in self._buckets.items() if now - last >= self.rule(k[0]).window_s * 1000.0
         ]
         for k in stale:
             del self._buckets[k]

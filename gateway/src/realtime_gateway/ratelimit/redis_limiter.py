@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Final
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
 from .bucket import DEFAULT_RULES, EventClass, RateDecision, RateRule
@@ -30,18 +30,18 @@ class RedisRateLimiter:
 
     def __init__(
         self,
-        redis: Redis,
-        rules: Mapping[EventClass, RateRule] = DEFAULT_RULES,
+        redis: Redis | RedisCluster,
+        rules: Mapping[str, RateRule] = DEFAULT_RULES,
         on_error: Callable[[str], None] | None = None,
         on_hit: Callable[[str], None] | None = None,
     ) -> None:
         self._redis = redis
-        self._rules = dict(rules)
+        self._rules: dict[str, RateRule] = dict(rules)
         self._script = redis.register_script(SCRIPT)
         self._on_error = on_error
         self._on_hit = on_hit
 
-    def rule(self, event_class: EventClass) -> RateRule:
+    def rule(self, event_class: str) -> RateRule:
         return self._rules.get(event_class) or DEFAULT_RULES[event_class]
 
     async def hit(self, key: str, event_class: EventClass, cost: int = 1) -> RateDecision:
