@@ -3,6 +3,9 @@
 # tools/kafka/pom.xml, copied to $CACHE_DIR/kafka-$KAFKA_VERSION/libs and run with the machine's Java.
 source "$(dirname "$0")/common.sh"
 
+# This machine kind ships OpenJDK 17 and Maven; install them from Debian where they are missing.
+command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
+command -v mvn >/dev/null 2>&1 || apt_install maven
 need java "install a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless), then rerun bash tools/kafka.sh"
 need mvn "install Maven (Debian: apt-get install maven), then rerun bash tools/kafka.sh"
 
@@ -15,7 +18,10 @@ fi
 
 dest="$CACHE_DIR/kafka-$KAFKA_VERSION"
 stamp="$dest/.complete"
-want="kafka=$KAFKA_VERSION scala=$SCALA_VERSION log4j=$LOG4J_VERSION pom=$(sha256sum "$TOOLS_DIR/kafka/pom.xml" | cut -c1-16)"
+# The stamp also covers the pom and logging config, so editing either re-provisions.
+want="kafka=$KAFKA_VERSION scala=$SCALA_VERSION log4j=$LOG4J_VERSION inputs=$(
+  cat "$TOOLS_DIR/kafka/pom.xml" "$TOOLS_DIR/kafka/log4j2.properties" | sha256sum | cut -c1-16
+)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -f "$dest/log4j2.properties" ]; then
   log "kafka $KAFKA_VERSION cached in $dest"
   exit 0

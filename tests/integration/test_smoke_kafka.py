@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.support import kafka_server
 from tests.support.kafka_fixtures import unique_name
 from tests.support.kafka_server import KafkaBroker
 
@@ -153,3 +155,11 @@ async def test_auto_created_topic_has_three_partitions(kafka_broker: KafkaBroker
         assert len(producer.client.cluster.partitions_for_topic(topic) or ()) == PARTITIONS
     finally:
         await producer.stop()
+
+
+def test_unprovisioned_jars_fail_naming_the_provisioning_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kafka_server, "CACHE_DIR", tmp_path)
+    with pytest.raises(RuntimeError, match=r"bash tools/kafka\.sh"):
+        KafkaBroker(tmp_path / "kafka")

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -121,3 +122,11 @@ def test_cluster_nodes_are_reachable_by_url(redis_cluster: RedisCluster) -> None
         with redis.Redis.from_url(url, decode_responses=True) as r:
             assert r.info("cluster")["cluster_enabled"] == 1
     assert len(nodes) == 3
+
+
+def test_missing_redis_fails_naming_the_provisioning_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"bash tools/redis\.sh"):
+        RedisServer(tmp_path / "redis").start()
