@@ -166,6 +166,12 @@ class RedisCluster:
         nodes = [redis.cluster.ClusterNode(h, p) for h, p in self.startup_nodes]
         return redis.RedisCluster(startup_nodes=nodes, socket_timeout=5, decode_responses=decode_responses)
 
+    def flushall(self) -> None:
+        """Empty every master (the session cluster is shared; keys live on the slot's owner)."""
+        for node in self.nodes:
+            with node.client() as r:
+                r.flushall()
+
     def _cluster_ok(self) -> bool:
         for node in self.nodes:
             with node.client() as r:
