@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,7 +69,8 @@ def make_orders(n: int, tag: str) -> list[dict[str, str]]:
     ]
 
 
-async def post_events(base_url: str, events: Sequence[dict[str, Any]], concurrency: int = 16) -> None:
+async def post_events(base_url: str, events: Sequence[Any], concurrency: int = 4) -> None:
+    """POST each item (an envelope or a list of them) to ``/api/events``."""
     headers = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
     queue = list(events)
     async with aiohttp.ClientSession() as http:
@@ -79,20 +80,21 @@ async def post_events(base_url: str, events: Sequence[dict[str, Any]], concurren
                 ev = queue.pop(0)
                 async with http.post(f"{base_url}/api/events", data=json.dumps(ev), headers=headers) as r:
                     if r.status >= 300:
-                        raise RuntimeError(f"POST /api/events {ev['type']}: {r.status} {await r.text()}")
+                        raise RuntimeError(f"POST /api/events: {r.status} {(await r.text())[:500]}")
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
 async def authorize_orders(base_url: str, orders: Sequence[dict[str, str]]) -> None:
+    """``order.created`` then ``order.assigned`` for every order, in batches (both servers take arrays)."""
     created = [
         envelope("order.created", {"orderId": o["orderId"], "customerId": o["customerId"]}) for o in orders
     ]
     assigned = [
         envelope("order.assigned", {"orderId": o["orderId"], "porterId": o["porterId"]}) for o in orders
     ]
-    await post_events(base_url, created)
-    await post_events(base_url, assigned)
+    for events in (created, assigned):
+        await post_events(base_url, [events[i : i + 200] for i in range(0, len(events), 200)])
 
 
 # ---- server start-up per target ---------------------------------------------------------------
@@ -133,11 +135,17 @@ def split(items: Sequence[dict[str, str]], parts: int) -> list[list[dict[str, st
 
 # ---- L / X: stepped location fan-out -------------------------------------------------------------
 async def location_run(
-    target: str, opts: Options, label: str, instances: int, redis_url: str | None, rates: Sequence[int]
+    target: str,
+    opts: Options,
+    label: str,
+    instances: int,
+    rates: Sequence[int],
+    redis: servers.Redis | None = None,
 ) -> dict[str, Any]:
     """Start ``instances`` servers, subscribe a customer and an admin to each order, step the rate."""
     tag = f"{label}-{target}".replace(" ", "")
     orders = make_orders(opts.orders, tag)
+    redis_url = redis.url if redis else None
     procs = start_targets(target, opts, tag, instances, redis_url)
     gens: list[Loadgen] = []
     steps: list[StepResult] = []
@@ -164,6 +172,7 @@ async def location_run(
         for rate in rates:
             start_at = int(time.time() * 1000) + 300
             cpu0 = sum(servers.cpu_seconds(p.pid) for p in procs)
+            rcpu0 = servers.cpu_seconds(redis.proc.pid) if redis else 0.0
             cmd = {
                 "cmd": "step",
                 "seconds": opts.step_seconds,
@@ -180,6 +189,11 @@ async def location_run(
                 )
             )
             cpu1 = sum(servers.cpu_seconds(p.pid) for p in procs)
+            rcpu1 = servers.cpu_seconds(redis.proc.pid) if redis else 0.0
+            errors: dict[str, int] = {}
+            for r in results:
+                for code, n in (r.get("errors") or {}).items():
+                    errors[code] = errors.get(code, 0) + int(n)
             step = StepResult(
                 rate=float(rate),
                 seconds=max(r["seconds"] for r in results),
@@ -189,6 +203,8 @@ async def location_run(
                 hist=merge_all(Histogram.from_json(r["hist"]) for r in results),
                 loadgen_cpu_ms=max(r["cpuMs"] for r in results),
                 server_cpu_s=cpu1 - cpu0,
+                redis_cpu_s=rcpu1 - rcpu0 if redis else None,
+                errors=errors,
             )
             steps.append(step)
             s = step.summary()
@@ -197,6 +213,8 @@ async def location_run(
                 f"p50 {fmt(s['p50_ms'])} p95 {fmt(s['p95_ms'])} p99 {fmt(s['p99_ms'])} ms "
                 f"loss {s['loss']:.4f} server cpu {fmt(s['server_cpu_pct'])}% "
                 f"loadgen cpu {fmt(s['loadgen_cpu_pct'])}%"
+                f"{' redis cpu ' + fmt(s['redis_cpu_pct']) + '%' if redis else ''}"
+                f"{' errors ' + json.dumps(errors) if errors else ''}"
                 f"{'' if step.held(P99_LIMIT_MS) else '  (not held)'}"
             )
             failures = 0 if step.held(P99_LIMIT_MS) else failures + 1
@@ -221,8 +239,17 @@ async def location_run(
     }
 
 
+async def guarded(what: str, run: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """One target's failure is recorded in the results and must not hide the other target's numbers."""
+    try:
+        return await run
+    except Exception as exc:
+        say(f"{what} failed: {exc}")
+        return {"error": str(exc)[:2000]}
+
+
 async def scenario_l(opts: Options) -> dict[str, Any]:
-    return {t: await location_run(t, opts, "L", 1, None, opts.rates) for t in opts.targets}
+    return {t: await guarded(f"L {t}", location_run(t, opts, "L", 1, opts.rates)) for t in opts.targets}
 
 
 async def scenario_x(opts: Options) -> dict[str, Any]:
@@ -234,7 +261,8 @@ async def scenario_x(opts: Options) -> dict[str, Any]:
                 opts.run_dir / f"redis-x-{t}-{n}", opts.run_dir / "logs", f"redis-x-{t}-{n}"
             )
             try:
-                out[t][str(n)] = await location_run(t, opts, f"X{n}", n, redis.url, opts.x_rates)
+                run = location_run(t, opts, f"X{n}", n, opts.x_rates, redis)
+                out[t][str(n)] = await guarded(f"X{n} {t}", run)
             finally:
                 redis.stop()
     return out
@@ -244,35 +272,40 @@ async def scenario_x(opts: Options) -> dict[str, Any]:
 async def scenario_c(opts: Options) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for t in opts.targets:
-        procs = start_targets(t, opts, f"C-{t}", 1, None)
-        try:
-            cfg = {
-                "mode": "C",
-                "secret": SECRET,
-                "urls": [procs[0].url],
-                "connections": opts.connections,
-                "warmup": 200,
-                "userPrefix": f"c-{t}",
-                "serverPids": [procs[0].pid],
-                "localAddresses": opts.local_addresses,
-                "connectConcurrency": 100,
-                "settleMs": 3000,
-            }
-            gen = Loadgen(f"C-{t}-loadgen", cfg, opts.run_dir / "logs")
-            say(f"C {t}: opening {opts.connections} idle authenticated sockets")
-            res = await gen.start(wait_s=opts.connections / 50 + 120)
-            await gen.close()
-            if gen.proc is not None and gen.proc.returncode is None:
-                await gen.proc.wait()
-            say(
-                f"C {t}: {res['connected']} connected ({res['errors']} errors), "
-                f"{fmt(res['bytesPerConnection'] / 1024)} KB/connection, {fmt(res['connectRate'])} connects/s"
-            )
-            out[t] = res
-        finally:
-            for p in procs:
-                p.stop()
+        out[t] = await guarded(f"C {t}", connections_run(t, opts))
     return out
+
+
+async def connections_run(t: str, opts: Options) -> dict[str, Any]:
+    procs = start_targets(t, opts, f"C-{t}", 1, None)
+    try:
+        cfg = {
+            "mode": "C",
+            "secret": SECRET,
+            "urls": [procs[0].url],
+            "connections": opts.connections,
+            "warmup": 200,
+            "userPrefix": f"c-{t}",
+            "serverPids": [procs[0].pid],
+            # Many source addresses: a per-address connect limit should see a crowd of devices.
+            "localAddresses": max(opts.local_addresses, opts.connections // 20),
+            "connectConcurrency": 100,
+            "settleMs": 3000,
+        }
+        gen = Loadgen(f"C-{t}-loadgen", cfg, opts.run_dir / "logs")
+        say(f"C {t}: opening {opts.connections} idle authenticated sockets")
+        res = await gen.start(wait_s=opts.connections / 50 + 120)
+        await gen.close()
+        if gen.proc is not None and gen.proc.returncode is None:
+            await gen.proc.wait()
+        say(
+            f"C {t}: {res['connected']} connected ({res['errors']} errors), "
+            f"{fmt(res['bytesPerConnection'] / 1024)} KB/connection, {fmt(res['connectRate'])} connects/s"
+        )
+        return res
+    finally:
+        for p in procs:
+            p.stop()
 
 
 # ---- K: Kafka order.status_changed to subscribed customers ----------------------------------------

@@ -71,6 +71,8 @@ class StepResult:
     hist: Histogram
     loadgen_cpu_ms: float
     server_cpu_s: float | None = None
+    redis_cpu_s: float | None = None
+    errors: dict[str, int] = field(default_factory=dict)
 
     @property
     def loss(self) -> float:
@@ -118,6 +120,12 @@ class StepResult:
                 if self.server_cpu_s is not None and self.seconds
                 else None
             ),
+            "redis_cpu_pct": (
+                round(100 * self.redis_cpu_s / self.seconds, 1)
+                if self.redis_cpu_s is not None and self.seconds
+                else None
+            ),
+            "errors": dict(self.errors),
         }
 
 

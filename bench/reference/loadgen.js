@@ -28,10 +28,12 @@ function token(sub, role) {
 }
 
 function nextLocalAddress() {
-  // Spread the client side over 127.0.0.x so no single source address runs out of ports.
+  // Spread the client side over 127.0.x.y (as many addresses as asked) so no source address runs
+  // out of ports and per-address connect limits see what a crowd of devices would look like.
   const n = cfg.localAddresses || 1;
-  const a = `127.0.0.${2 + (addrIndex++ % n)}`;
-  return n > 1 ? a : undefined;
+  if (n <= 1) return undefined;
+  const k = addrIndex++ % n;
+  return `127.0.${Math.floor(k / 250)}.${2 + (k % 250)}`;
 }
 
 function connect(url, ns, sub, role) {
@@ -129,7 +131,13 @@ async function setupLocation() {
   });
   const porters = new Array(cfg.orders.length);
   await pool(cfg.orders, cfg.connectConcurrency || 100, async (o, i) => {
-    porters[i] = await connect(urls[(i + 2) % urls.length], "/porter", o.porterId, "porter");
+    const p = await connect(urls[(i + 2) % urls.length], "/porter", o.porterId, "porter");
+    // A refused update (rate limit, validation) comes back as an `error` event: count it, since
+    // it explains loss that would otherwise look like a slow server.
+    p.on("error", (e) => {
+      if (window) window.errors[(e && e.code) || "unknown"] = (window.errors[(e && e.code) || "unknown"] || 0) + 1;
+    });
+    porters[i] = p;
   });
   return porters;
 }
@@ -139,7 +147,7 @@ async function runStep(porters, cmd) {
   const wait = cmd.startAt - Date.now();
   if (wait > 0) await sleep(wait);
   const start = Date.now();
-  window = { from: start, hist: new Map(), received: 0, late: 0 };
+  window = { from: start, hist: new Map(), received: 0, late: 0, errors: {} };
   const cpu0 = cpuMs();
   const durMs = cmd.seconds * 1000;
   let sent = 0;
@@ -185,6 +193,7 @@ async function runStep(porters, cmd) {
     expected,
     received: w.received,
     late: w.late,
+    errors: w.errors,
     hist: histObj(w.hist),
     maxSendBacklog: maxBehind,
     cpuMs: cpu,
@@ -251,7 +260,7 @@ async function setupStatus() {
 
 async function collect(cmd) {
   const start = Date.now();
-  window = { from: cmd.from || 0, hist: new Map(), received: 0, late: 0 };
+  window = { from: cmd.from || 0, hist: new Map(), received: 0, late: 0, errors: {} };
   const cpu0 = cpuMs();
   while (Date.now() - start < cmd.timeoutMs) {
     if (cmd.expect && window.received >= cmd.expect) break;

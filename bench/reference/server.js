@@ -59,11 +59,9 @@ class MemoryStore {
   async order(orderId) {
     return this.orders.get(orderId) || null;
   }
-  async ordersOfPorter(porterId) {
-    return [...(this.porterOrders.get(porterId) || [])];
-  }
-  saveLocation(porterId, json) {
+  async putLocation(porterId, json) {
     this.locations.set(porterId, json);
+    return this.porterOrders.get(porterId) || [];
   }
 }
 
@@ -90,12 +88,15 @@ class RedisStore {
     const h = await this.r.hGetAll(`order:auth:${orderId}`);
     return h && Object.keys(h).length ? h : null;
   }
-  async ordersOfPorter(porterId) {
-    return this.r.sMembers(`porter:orders:${porterId}`);
-  }
-  saveLocation(porterId, json) {
-    // Last known location, as the gateway keeps it; not awaited, like a cache write should be.
-    this.r.set(`porter:location:${porterId}`, json, { EX: LOCATION_TTL_S }).catch(() => {});
+  async putLocation(porterId, json) {
+    // As the gateway does: one round trip writes the last location and reads the porter's orders,
+    // so an assignment made after the porter connected takes effect on the next update.
+    const [, orders] = await this.r
+      .multi()
+      .set(`porter:location:${porterId}`, json, { EX: LOCATION_TTL_S })
+      .sMembers(`porter:orders:${porterId}`)
+      .execAsPipeline();
+    return orders;
   }
 }
 
@@ -258,10 +259,7 @@ async function main() {
       });
 
       if (role === "porter") {
-        // The porter's assigned orders, read once per connection (the harness assigns before connecting).
-        let orders = [];
-        store.ordersOfPorter(userId).then((o) => (orders = o), () => {});
-        socket.on("location:update", (p, ack) => {
+        socket.on("location:update", async (p, ack) => {
           if (!p || !isNum(p.lat) || !isNum(p.lng) || Math.abs(p.lat) > 90 || Math.abs(p.lng) > 180 || !isNum(p.timestamp)) {
             if (typeof ack === "function") ack(fail("VALIDATION", "lat, lng and timestamp are required"));
             return;
@@ -275,7 +273,13 @@ async function main() {
             accuracy: isNum(p.accuracy) ? p.accuracy : null,
             timestamp: p.timestamp,
           };
-          store.saveLocation(userId, JSON.stringify(msg));
+          let orders;
+          try {
+            orders = await store.putLocation(userId, JSON.stringify(msg));
+          } catch (e) {
+            if (typeof ack === "function") ack(fail("INTERNAL", "state store unavailable"));
+            return;
+          }
           for (const orderId of orders) {
             const out = { orderId, ...msg };
             io.of("/client").to(`order:${orderId}`).emit("porter:location", out);
