@@ -21,11 +21,13 @@ from typing import Any
 import socketio
 from aiohttp import web
 
-from realtime_contract import HEALTHZ_PATH, METRICS_PATH, READYZ_PATH
+from realtime_contract import EVENTS_API_PATH, HEALTHZ_PATH, METRICS_PATH, READYZ_PATH
 from realtime_gateway.auth.verifier import TokenVerifier
 from realtime_gateway.fanout.bus import RedisShardedBus
 from realtime_gateway.fanout.emitter import Emitter
 from realtime_gateway.fanout.manager import RoomFanoutManager
+from realtime_gateway.ingest.bridge import IngestBridge
+from realtime_gateway.ingest.kafka_config import kafka_config_from_settings
 from realtime_gateway.settings import Settings
 from realtime_gateway.state.base import Stores
 from realtime_gateway.state.connect import RedisHandles, open_redis
@@ -55,6 +57,7 @@ class Gateway:
     on_shutdown: list[Hook] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     draining: bool = False
+    ingest: IngestBridge | None = None
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         checks: dict[str, bool] = {}
@@ -121,6 +124,22 @@ def build_gateway(settings: Settings) -> Gateway:
     gateway = Gateway(settings, sio, manager, emitter, stores, verifier, handlers, redis)
     if redis is not None:
         gateway.readiness_checks["redis"] = redis.ping
+    # --- Kafka bridge, POST /api/events, chat, job offers, typing (ingest/) ---
+    ingest = IngestBridge(
+        kafka=None if settings.embedded else kafka_config_from_settings(settings),
+        redis=redis.commands if redis is not None else None,
+        emitter=emitter,
+        access=stores.orders,
+        verify=verifier.verify,
+        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+    )
+    ingest.install(handlers)
+    gateway.ingest = ingest
+    gateway.on_startup.append(ingest.start)
+    gateway.on_shutdown.append(ingest.stop)
+    if ingest.kafka is not None:
+        gateway.readiness_checks["kafka"] = ingest.ready
+    # --- end ingest ---
     return gateway
 
 
@@ -132,6 +151,8 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_get(HEALTHZ_PATH, healthz)
     app.router.add_get(READYZ_PATH, readyz)
     app.router.add_get(METRICS_PATH, metrics_handler)
+    if gateway.ingest is not None:
+        app.router.add_post(EVENTS_API_PATH, gateway.ingest.events_api.handle)
     if gateway.settings.serve_dev_page:
         app.router.add_get("/", dev_page)
     app.on_startup.append(_startup)

@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FilePath,
     SecretStr,
     ValidationError,
     field_validator,
@@ -150,6 +151,17 @@ class Settings(BaseModel):
     )
     kafka_topic_chat_events: str = Field(
         default=DEFAULT_TOPICS["chatEvents"], validation_alias=Env.KAFKA_TOPIC_CHAT_EVENTS
+    )
+    # Kafka TLS files, and dev conveniences (topic auto-creation, where a new group starts reading).
+    kafka_ssl_cafile: FilePath | None = Field(default=None, validation_alias=Env.KAFKA_SSL_CAFILE)
+    kafka_ssl_certfile: FilePath | None = Field(default=None, validation_alias=Env.KAFKA_SSL_CERTFILE)
+    kafka_ssl_keyfile: FilePath | None = Field(default=None, validation_alias=Env.KAFKA_SSL_KEYFILE)
+    kafka_auto_create_topics: bool = Field(default=False, validation_alias=Env.KAFKA_AUTO_CREATE_TOPICS)
+    kafka_topic_partitions: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=3, validation_alias=Env.KAFKA_TOPIC_PARTITIONS
+    )
+    kafka_auto_offset_reset: Literal["latest", "earliest"] = Field(
+        default="latest", validation_alias=Env.KAFKA_AUTO_OFFSET_RESET
     )
 
     jwt_secret: SecretStr | None = Field(default=None, validation_alias=Env.JWT_SECRET)

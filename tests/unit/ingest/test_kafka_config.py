@@ -1,32 +1,40 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from realtime_contract import DEFAULT_CONSUMER_GROUP, Env
-from realtime_gateway.ingest.kafka_config import KafkaConfigError, kafka_config_from_env
+from realtime_gateway.ingest.kafka_config import KafkaConfig, KafkaConfigError, kafka_config_from_settings
 from realtime_gateway.ingest.producer import record_headers
+from realtime_gateway.settings import SettingsError, load_settings
 
 pytestmark = pytest.mark.unit
 
 
+def config(env: dict[str, str]) -> KafkaConfig | None:
+    return kafka_config_from_settings(load_settings(env))
+
+
 def test_no_bootstrap_means_no_kafka() -> None:
-    assert kafka_config_from_env({}) is None
+    assert config({}) is None
 
 
 def test_defaults_follow_the_contract() -> None:
-    cfg = kafka_config_from_env({Env.KAFKA_BOOTSTRAP_SERVERS: "127.0.0.1:9092"})
+    cfg = config({Env.KAFKA_BOOTSTRAP_SERVERS: "127.0.0.1:9092", Env.INSTANCE_ID: "gw-1"})
     assert cfg is not None
     assert cfg.consumer_group == DEFAULT_CONSUMER_GROUP
     assert cfg.topic("chatEvents") == "chat-events"
+    assert (cfg.auto_create_topics, cfg.auto_offset_reset) == (False, "latest")
     assert cfg.client_kwargs() == {
         "bootstrap_servers": "127.0.0.1:9092",
         "security_protocol": "PLAINTEXT",
-        "client_id": "realtime-gateway",
+        "client_id": "realtime-gateway-gw-1",
     }
 
 
 def test_topics_group_and_dev_options_are_configurable() -> None:
-    cfg = kafka_config_from_env(
+    cfg = config(
         {
             Env.KAFKA_BOOTSTRAP_SERVERS: "a:1,b:2",
             Env.KAFKA_TOPIC_ORDER_EVENTS: "t-orders",
@@ -44,11 +52,11 @@ def test_topics_group_and_dev_options_are_configurable() -> None:
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
 def test_sasl_mechanisms(mechanism: str) -> None:
-    cfg = kafka_config_from_env(
+    cfg = config(
         {
             Env.KAFKA_BOOTSTRAP_SERVERS: "k:9093",
-            Env.KAFKA_SECURITY_PROTOCOL: "sasl_plaintext",
-            Env.KAFKA_SASL_MECHANISM: mechanism.lower(),
+            Env.KAFKA_SECURITY_PROTOCOL: "SASL_PLAINTEXT",
+            Env.KAFKA_SASL_MECHANISM: mechanism,
             Env.KAFKA_SASL_USERNAME: "u",
             Env.KAFKA_SASL_PASSWORD: "secret",
         }
@@ -61,19 +69,51 @@ def test_sasl_mechanisms(mechanism: str) -> None:
     assert "secret" not in repr(cfg)
 
 
-def test_tls_builds_an_ssl_context() -> None:
-    cfg = kafka_config_from_env({Env.KAFKA_BOOTSTRAP_SERVERS: "k:9093", Env.KAFKA_SECURITY_PROTOCOL: "SSL"})
+def _self_signed_pem(path: Path) -> Path:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-ca")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def test_tls_builds_an_ssl_context_trusting_the_configured_ca(tmp_path: Path) -> None:
+    ca = _self_signed_pem(tmp_path / "ca.pem")
+    cfg = config(
+        {
+            Env.KAFKA_BOOTSTRAP_SERVERS: "k:9093",
+            Env.KAFKA_SECURITY_PROTOCOL: "SSL",
+            Env.KAFKA_SSL_CAFILE: str(ca),
+        }
+    )
     assert cfg is not None
-    assert cfg.client_kwargs()["ssl_context"] is not None
+    ctx = cfg.client_kwargs()["ssl_context"]
+    assert [c["subject"] for c in ctx.get_ca_certs()] == [((("commonName", "test-ca"),),)]
 
 
 @pytest.mark.parametrize(
     ("env", "named"),
     [
-        ({Env.KAFKA_BOOTSTRAP_SERVERS: "nohostport"}, Env.KAFKA_BOOTSTRAP_SERVERS),
         ({Env.KAFKA_SECURITY_PROTOCOL: "TLS"}, Env.KAFKA_SECURITY_PROTOCOL),
         ({Env.KAFKA_SASL_MECHANISM: "GSSAPI"}, Env.KAFKA_SASL_MECHANISM),
-        ({Env.KAFKA_SECURITY_PROTOCOL: "SASL_SSL"}, Env.KAFKA_SASL_USERNAME),
         ({Env.KAFKA_TOPIC_PARTITIONS: "0"}, Env.KAFKA_TOPIC_PARTITIONS),
         ({Env.KAFKA_AUTO_CREATE_TOPICS: "maybe"}, Env.KAFKA_AUTO_CREATE_TOPICS),
         ({Env.KAFKA_SSL_CAFILE: "/nonexistent/ca.pem"}, Env.KAFKA_SSL_CAFILE),
@@ -81,8 +121,20 @@ def test_tls_builds_an_ssl_context() -> None:
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        load_settings({Env.KAFKA_BOOTSTRAP_SERVERS: "k:9092", **env})
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({Env.KAFKA_BOOTSTRAP_SERVERS: "nohostport"}, Env.KAFKA_BOOTSTRAP_SERVERS),
+        ({Env.KAFKA_SECURITY_PROTOCOL: "SASL_SSL"}, Env.KAFKA_SASL_USERNAME),
+    ],
+)
+def test_inconsistent_kafka_settings_name_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(KafkaConfigError, match=f"^{named}"):
-        kafka_config_from_env({Env.KAFKA_BOOTSTRAP_SERVERS: "k:9092", **env})
+        config({Env.KAFKA_BOOTSTRAP_SERVERS: "k:9092", **env})
 
 
 def test_headers_carry_correlation_and_a_w3c_traceparent() -> None:

@@ -27,13 +27,13 @@ class Emitter:
     def __init__(self, manager: RoomFanoutManager) -> None:
         self._manager = manager
 
-    async def to_order(self, order_id: str, event: str, data: Any) -> None:
+    async def to_order(self, order_id: str, event: str, data: Any, *, skip_sid: str | None = None) -> None:
         """Everyone subscribed to the order: its customer, its porter, watching admins."""
-        await self._manager.emit_room(order_room(order_id), event, data)
+        await self._manager.emit_room(order_room(order_id), event, data, skip_sid=skip_sid)
 
-    async def to_user(self, user_id: str, event: str, data: Any) -> None:
-        """Every socket (device) of one user, on any instance."""
-        await self._manager.emit_room(user_room(user_id), event, data)
+    async def to_user(self, user_id: str, event: str, data: Any, *, skip_sid: str | None = None) -> None:
+        """Every socket (device) of one user, on any instance (``skip_sid``: not the one that acted)."""
+        await self._manager.emit_room(user_room(user_id), event, data, skip_sid=skip_sid)
 
     async def to_admins(self, event: str, data: Any) -> None:
         await self._manager.emit_room(ADMINS_ROOM, event, data, namespaces=(ADMIN_NAMESPACE,))

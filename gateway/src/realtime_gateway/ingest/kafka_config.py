@@ -1,7 +1,7 @@
 """Kafka connection settings (bootstrap, TLS, SASL, topics, group) and the aiokafka keyword arguments.
 
-:func:`kafka_config_from_env` is called by the settings module with the environment mapping it
-read; it never reads ``os.environ`` itself.
+Built from the validated :class:`~realtime_gateway.settings.Settings` (which reads the
+``RTG_KAFKA_*`` variables); this module reads no environment itself.
 """
 
 from __future__ import annotations
@@ -9,24 +9,13 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from realtime_contract import DEFAULT_CONSUMER_GROUP, DEFAULT_TOPICS, Env
-
-SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-OFFSET_RESETS: Final = ("latest", "earliest")
-
-TOPIC_ENV: Final[dict[str, str]] = {
-    "orderEvents": Env.KAFKA_TOPIC_ORDER_EVENTS,
-    "porterEvents": Env.KAFKA_TOPIC_PORTER_EVENTS,
-    "notificationEvents": Env.KAFKA_TOPIC_NOTIFICATION_EVENTS,
-    "chatEvents": Env.KAFKA_TOPIC_CHAT_EVENTS,
-}
+from realtime_gateway.settings import Settings, SettingsError
 
 
-class KafkaConfigError(ValueError):
+class KafkaConfigError(SettingsError):
     """A bad Kafka setting; the message starts with the variable's name."""
 
 
@@ -75,40 +64,9 @@ class KafkaConfig:
         return kwargs
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    low = raw.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise KafkaConfigError(f"{name}: expected true/false, got {raw!r}")
-
-
-def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str | None) -> str | None:
-    raw = env.get(name) or None
-    if raw is None:
-        return default
-    for choice in choices:
-        if raw.strip().upper() == choice.upper():
-            return choice
-    raise KafkaConfigError(f"{name}: expected one of {', '.join(choices)}, got {raw!r}")
-
-
-def _file(env: Mapping[str, str], name: str) -> str | None:
-    raw = env.get(name) or None
-    if raw is not None and not Path(raw).is_file():
-        raise KafkaConfigError(f"{name}: no such file {raw!r}")
-    return raw
-
-
-def kafka_config_from_env(
-    env: Mapping[str, str], *, client_id: str = "realtime-gateway"
-) -> KafkaConfig | None:
+def kafka_config_from_settings(settings: Settings) -> KafkaConfig | None:
     """The Kafka settings, or None when ``RTG_KAFKA_BOOTSTRAP_SERVERS`` is unset (no Kafka)."""
-    bootstrap = (env.get(Env.KAFKA_BOOTSTRAP_SERVERS) or "").strip()
+    bootstrap = (settings.kafka_bootstrap_servers or "").strip()
     if not bootstrap:
         return None
     for part in bootstrap.split(","):
@@ -117,44 +75,33 @@ def kafka_config_from_env(
             raise KafkaConfigError(
                 f"{Env.KAFKA_BOOTSTRAP_SERVERS}: expected host:port[,host:port], got {bootstrap!r}"
             )
-    protocol = _choice(env, Env.KAFKA_SECURITY_PROTOCOL, SECURITY_PROTOCOLS, "PLAINTEXT")
-    mechanism = _choice(env, Env.KAFKA_SASL_MECHANISM, SASL_MECHANISMS, None)
-    username = env.get(Env.KAFKA_SASL_USERNAME) or None
-    password = env.get(Env.KAFKA_SASL_PASSWORD) or None
-    assert protocol is not None
-    if protocol.startswith("SASL"):
-        if mechanism is None:
-            mechanism = "PLAIN"
-        if not username or not password:
-            raise KafkaConfigError(
-                f"{Env.KAFKA_SASL_USERNAME}: {Env.KAFKA_SASL_USERNAME} and {Env.KAFKA_SASL_PASSWORD} "
-                f"are required with {Env.KAFKA_SECURITY_PROTOCOL}={protocol}"
-            )
-    topics = dict(DEFAULT_TOPICS)
-    for key, name in TOPIC_ENV.items():
-        value = (env.get(name) or "").strip()
-        if value:
-            topics[key] = value
-    partitions_raw = env.get(Env.KAFKA_TOPIC_PARTITIONS) or "3"
-    if not partitions_raw.isdigit() or int(partitions_raw) < 1:
+    protocol = settings.kafka_security_protocol
+    mechanism = settings.kafka_sasl_mechanism
+    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+    if protocol.startswith("SASL") and not (settings.kafka_sasl_username and password):
         raise KafkaConfigError(
-            f"{Env.KAFKA_TOPIC_PARTITIONS}: expected a positive integer, got {partitions_raw!r}"
+            f"{Env.KAFKA_SASL_USERNAME}: {Env.KAFKA_SASL_USERNAME} and {Env.KAFKA_SASL_PASSWORD} "
+            f"are required with {Env.KAFKA_SECURITY_PROTOCOL}={protocol}"
         )
-    reset = _choice(env, Env.KAFKA_AUTO_OFFSET_RESET, OFFSET_RESETS, "latest")
-    assert reset is not None
+    topics = {
+        "orderEvents": settings.kafka_topic_order_events,
+        "porterEvents": settings.kafka_topic_porter_events,
+        "notificationEvents": settings.kafka_topic_notification_events,
+        "chatEvents": settings.kafka_topic_chat_events,
+    }
     return KafkaConfig(
         bootstrap_servers=bootstrap,
         security_protocol=protocol,
-        sasl_mechanism=mechanism,
-        sasl_username=username,
+        sasl_mechanism=(mechanism or "PLAIN") if protocol.startswith("SASL") else mechanism,
+        sasl_username=settings.kafka_sasl_username,
         sasl_password=password,
-        ssl_cafile=_file(env, Env.KAFKA_SSL_CAFILE),
-        ssl_certfile=_file(env, Env.KAFKA_SSL_CERTFILE),
-        ssl_keyfile=_file(env, Env.KAFKA_SSL_KEYFILE),
-        consumer_group=(env.get(Env.KAFKA_CONSUMER_GROUP) or "").strip() or DEFAULT_CONSUMER_GROUP,
+        ssl_cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
+        ssl_certfile=str(settings.kafka_ssl_certfile) if settings.kafka_ssl_certfile else None,
+        ssl_keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+        consumer_group=settings.kafka_consumer_group.strip() or DEFAULT_CONSUMER_GROUP,
         topics=topics,
-        auto_create_topics=_bool(env, Env.KAFKA_AUTO_CREATE_TOPICS, False),
-        topic_partitions=int(partitions_raw),
-        auto_offset_reset=reset.lower(),
-        client_id=client_id,
+        auto_create_topics=settings.kafka_auto_create_topics,
+        topic_partitions=settings.kafka_topic_partitions,
+        auto_offset_reset=settings.kafka_auto_offset_reset,
+        client_id=f"realtime-gateway-{settings.instance_id}",
     )
