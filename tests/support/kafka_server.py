@@ -69,6 +69,8 @@ class KafkaBroker:
         self.cluster_id = _random_cluster_id()
         self.proc: ManagedProcess | None = None
         self.start_seconds = 0.0
+        # Ports may be re-picked only before the first start; after that restarts keep them.
+        self._ports_fixed = False
         workdir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -159,18 +161,32 @@ class KafkaBroker:
         started = time.monotonic()
         if not (self.data_dir / "meta.properties").is_file():
             self._format()
-        self.proc = ManagedProcess(self.name, self._java("kafka.Kafka", str(self.config_path)), self.workdir)
-        try:
-            wait_until(
-                self._ready,
-                timeout=START_TIMEOUT,
-                interval=0.25,
-                what=f"{self.name} metadata on {self.bootstrap}",
-                proc=self.proc,
-            )
-        except BaseException:
-            self.stop()
-            raise
+        attempts = 1 if self._ports_fixed else 3
+        argv = self._java("kafka.Kafka", str(self.config_path))
+        for attempt in range(1, attempts + 1):
+            self.proc = ManagedProcess(self.name, argv, self.workdir)
+            try:
+                wait_until(
+                    self._ready,
+                    timeout=START_TIMEOUT,
+                    interval=0.25,
+                    what=f"{self.name} metadata on {self.bootstrap}",
+                    proc=self.proc,
+                )
+                break
+            except RuntimeError:
+                # A free port can be taken by another process between picking and binding; the
+                # ports are not part of the formatted storage, so new ones only need a new config.
+                lost_race = "Address already in use" in self.proc.tail(200)
+                self.stop()
+                if not lost_race or attempt == attempts:
+                    raise
+                self.port, self.controller_port = free_port(HOST), free_port(HOST)
+                self._write_config()
+            except BaseException:
+                self.stop()
+                raise
+        self._ports_fixed = True
         self.start_seconds = time.monotonic() - started
         return self
 

@@ -49,6 +49,8 @@ class RedisServer:
         self.port = port or free_port(HOST)
         self.extra_args = list(extra_args)
         self.proc: ManagedProcess | None = None
+        # Ports may be re-picked only before the first start; after that restarts keep them.
+        self._ports_fixed = port is not None
         self.workdir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -89,9 +91,29 @@ class RedisServer:
     def start(self) -> RedisServer:
         if self.proc is not None and self.proc.alive():
             raise RuntimeError(f"{self.name} on port {self.port} is already running")
-        self.proc = ManagedProcess(self.name, self.argv(), self.workdir, cwd=self.workdir)
-        wait_until(self.ping, timeout=START_TIMEOUT, what=f"{self.name} PING on {self.port}", proc=self.proc)
+        attempts = 1 if self._ports_fixed else 3
+        for attempt in range(1, attempts + 1):
+            self.proc = ManagedProcess(self.name, self.argv(), self.workdir, cwd=self.workdir)
+            try:
+                wait_until(
+                    self.ping, timeout=START_TIMEOUT, what=f"{self.name} PING on {self.port}", proc=self.proc
+                )
+                break
+            except RuntimeError:
+                # A free port can be taken by another process between picking and binding.
+                lost_race = "Address already in use" in self.proc.tail()
+                self.stop()
+                if not lost_race or attempt == attempts:
+                    raise
+                self._repick_ports()
+        self._ports_fixed = True
         return self
+
+    def _repick_ports(self) -> None:
+        self.port = free_port(HOST)
+        if "--cluster-port" in self.extra_args:
+            i = self.extra_args.index("--cluster-port") + 1
+            self.extra_args[i] = str(free_port(HOST))
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM: the server saves its data first)."""
