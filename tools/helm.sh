@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds helm v$HELM_VERSION from its Go module into $CACHE_DIR/helm-v$HELM_VERSION/bin (cached by version).
 source "$(dirname "$0")/common.sh"
+# the official Go tarball's location, in case a non-login shell has not put it on PATH
+[ -x /usr/local/go/bin/go ] && PATH="$PATH:/usr/local/go/bin"
 need go "install Go >= 1.24 (e.g. the official tarball in /usr/local/go, or 'apt-get install golang-go' if new enough)"
 HELM_BIN="$CACHE_DIR/helm-v$HELM_VERSION/bin"
 mkdir -p "$HELM_BIN"

@@ -4,6 +4,8 @@
 # into $CACHE_DIR/kube-v$KUBE_VERSION/bin, and kwok (fake kubelets) into $CACHE_DIR/kwok-v$KWOK_VERSION/bin.
 # A warm run finds the stamps and builds nothing.
 source "$(dirname "$0")/common.sh"
+# the official Go tarball's location, in case a non-login shell has not put it on PATH
+[ -x /usr/local/go/bin/go ] && PATH="$PATH:/usr/local/go/bin"
 need go "install Go >= 1.24 (e.g. the official tarball in /usr/local/go, or 'apt-get install golang-go' if new enough)"
 
 V="$KUBE_VERSION"

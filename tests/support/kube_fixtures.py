@@ -13,22 +13,21 @@ from __future__ import annotations
 import re
 import secrets
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from tests.support.kube_cluster import KubeCluster, helm_binary, kube_binary
 
+T = TypeVar("T")
+
 
 @pytest.fixture(scope="session")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
-    try:
-        for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"):
-            kube_binary(name)
-    except FileNotFoundError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    names = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+    _require(lambda: [kube_binary(n) for n in names])
     cluster = KubeCluster(tmp_path_factory.mktemp("kube"))
     cluster.start()
     print(
@@ -44,10 +43,16 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
 
 @pytest.fixture(scope="session")
 def helm_bin() -> Path:
+    return _require(helm_binary)
+
+
+def _require(find: Callable[[], T]) -> T:
+    """``find()``, or a plain test failure naming the build command (no traceback, no chaining)."""
     try:
-        return helm_binary()
+        return find()
     except FileNotFoundError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        message = str(exc)
+    pytest.fail(message, pytrace=False)
 
 
 def _namespace_name(test_name: str) -> str:
