@@ -28,6 +28,7 @@ from realtime_gateway.fanout.emitter import Emitter
 from realtime_gateway.fanout.manager import RoomFanoutManager
 from realtime_gateway.ingest.bridge import IngestBridge
 from realtime_gateway.ingest.kafka_config import kafka_config_from_settings
+from realtime_gateway.observability.wiring import install_operations, metrics_response
 from realtime_gateway.settings import Settings
 from realtime_gateway.state.base import Stores
 from realtime_gateway.state.connect import RedisHandles, open_redis
@@ -147,6 +148,9 @@ def create_app(gateway: Gateway) -> web.Application:
     app = web.Application()
     app[GATEWAY_KEY] = gateway
     gateway.handlers.install()
+    # --- protection and observability: limits, metrics, tracing, drain (observability/wiring.py) ---
+    install_operations(gateway, app)
+    # --- end protection and observability ---
     gateway.sio.attach(app)
     app.router.add_get(HEALTHZ_PATH, healthz)
     app.router.add_get(READYZ_PATH, readyz)
@@ -193,7 +197,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    return web.Response(text="", content_type="text/plain")
+    return await metrics_response(request)
 
 
 async def dev_page(request: web.Request) -> web.Response:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 import ssl
 import sys
@@ -15,6 +14,8 @@ from aiohttp import web
 
 from realtime_gateway.app import build_gateway, create_app
 from realtime_gateway.auth.verifier import mint_dev_token
+from realtime_gateway.observability.logs import configure_logging
+from realtime_gateway.observability.wiring import drain
 from realtime_gateway.settings import Settings, SettingsError, load_settings
 
 
@@ -30,7 +31,11 @@ async def _serve(settings: Settings) -> None:
     gateway = build_gateway(settings)
     app = create_app(gateway)
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=settings.drain_seconds
+        # The drain takes 80% of RTG_DRAIN_SECONDS; closing what is left gets the rest.
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=max(1.0, settings.drain_seconds * 0.2),
     )
     await runner.setup()
     ssl_context = None
@@ -63,6 +68,8 @@ async def _serve(settings: Settings) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    # Readiness false, new sockets refused, clients moved elsewhere, within RTG_DRAIN_SECONDS.
+    await drain(gateway, app)
     await runner.cleanup()
 
 
@@ -86,9 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = _settings_or_exit()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level, instance=settings.instance_id)
     if args.command == "token":
         secret = settings.effective_jwt_secret
         if secret is None:

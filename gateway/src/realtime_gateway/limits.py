@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.typedefs import Middleware
 
 from realtime_contract import NAMESPACE_ROLES
 
@@ -90,39 +91,39 @@ class ConnectionGate:
         config: ProtectionConfig,
         limiter: RateLimiter,
         metrics: GatewayMetrics | None = None,
+        *,
+        connections: Callable[[], int],
     ) -> None:
         self.config = config
         self._limiter = limiter
         self._metrics = metrics
-        self.connections = 0
+        # The sockets registered right now: the handlers' own table is the single source.
+        self._connections = connections
         self.draining = False
 
     async def admit(self, environ: Mapping[str, Any]) -> Refusal | None:
-        """Take a connection slot, or say why not. Call ``release()`` when the socket goes away
-        (also when a later connect step, e.g. authentication, refuses it)."""
+        """None when a new connection may proceed, else why not (already counted in metrics)."""
         refusal = await self._check(environ)
         if refusal is not None:
             if self._metrics is not None:
                 self._metrics.refused(refusal.reason)
             log.info("connection refused", extra={"code": refusal.code, "reason": refusal.reason})
-            return refusal
-        self.connections += 1
-        return None
+        return refusal
 
     async def _check(self, environ: Mapping[str, Any]) -> Refusal | None:
         if self.draining:
             return Refusal(CAPACITY, "instance is draining, connect to another", "DRAINING")
-        if self.connections >= self.config.max_connections:
+        if self._connections() >= self.config.max_connections:
             return Refusal(CAPACITY, "instance is at its connection limit", CAPACITY)
         decision = await self._limiter.hit(client_ip(environ, self.config), "connect")
         if not decision.allowed:
             return Refusal(
-                RATE_LIMITED, "too many connection attempts", RATE_LIMITED, decision.retry_after_ms
+                RATE_LIMITED,
+                f"too many connection attempts, retry in {decision.retry_after_ms} ms",
+                RATE_LIMITED,
+                decision.retry_after_ms,
             )
         return None
-
-    def release(self) -> None:
-        self.connections = max(0, self.connections - 1)
 
     def allow_subscription(self, current: int) -> bool:
         """Whether a socket holding ``current`` subscriptions may add one more."""
@@ -134,20 +135,63 @@ class ConnectionGate:
 
 
 # --- payload size ---------------------------------------------------------------------------------
-def install_payload_guard(sio: Any, on_oversize: Callable[[], None]) -> None:
-    """Count WebSocket frames over ``max_http_buffer_size`` (aiohttp closes those with 1009).
+class LiveWebSockets:
+    """The WebSocket transports open on this instance, so a drain can close them cleanly."""
+
+    def __init__(self) -> None:
+        self._open: set[Any] = set()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def add(self, ws: Any) -> None:
+        self._open.add(ws)
+
+    def discard(self, ws: Any) -> None:
+        self._open.discard(ws)
+
+    async def close_all(self, code: int, message: str, spread_s: float = 0.0, batches: int = 10) -> int:
+        """Close every open WebSocket with ``code``, in batches spread over ``spread_s`` seconds."""
+        targets = list(self._open)
+        if not targets:
+            return 0
+        size = max(1, -(-len(targets) // batches))
+        chunks = [targets[i : i + size] for i in range(0, len(targets), size)]
+        pause = spread_s / len(chunks) if spread_s > 0 else 0.0
+        for n, chunk in enumerate(chunks):
+            await asyncio.gather(*(self._close(ws, code, message) for ws in chunk))
+            if pause and n < len(chunks) - 1:
+                await asyncio.sleep(pause)
+        return len(targets)
+
+    @staticmethod
+    async def _close(ws: Any, code: int, message: str) -> None:
+        sock = getattr(ws, "_sock", None)
+        if sock is not None and not sock.closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sock.close(code=code, message=message.encode()), 2.0)
+
+
+def install_transport_guard(sio: Any, on_oversize: Callable[[], None]) -> LiveWebSockets:
+    """Track open WebSockets and count frames over ``max_http_buffer_size`` (closed with 1009).
 
     Engine.IO reads frames through its driver's WebSocket class; a subclass sees the error message
     aiohttp returns for an oversize frame. The driver table is copied so other servers in the
     process keep theirs.
     """
+    live = LiveWebSockets()
     eio = sio.eio
     base = eio._async["websocket"]
-    if base is None or getattr(base, "_realtime_guard", False):
-        return
+    if base is None:
+        return live
 
     class GuardedWebSocket(base):  # type: ignore[misc, valid-type]
-        _realtime_guard = True
+        async def __call__(self, environ: Any) -> Any:
+            live.add(self)
+            try:
+                return await super().__call__(environ)
+            finally:
+                live.discard(self)
 
         async def wait(self) -> Any:
             msg = await self._sock.receive()
@@ -158,11 +202,12 @@ def install_payload_guard(sio: Any, on_oversize: Callable[[], None]) -> None:
             return msg.data
 
     eio._async = {**eio._async, "websocket": GuardedWebSocket}
+    return live
 
 
 def payload_guard_middleware(
     max_bytes: int, on_oversize: Callable[[], None], path_prefix: str = "/socket.io"
-) -> Callable[[web.Request, Callable[[web.Request], Awaitable[web.StreamResponse]]], Awaitable[Any]]:
+) -> Middleware:
     """Count long-polling POSTs whose body exceeds the limit (Engine.IO then ends the session)."""
 
     @web.middleware

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from realtime_contract import DEFAULT_CONSUMER_GROUP, DEFAULT_PORT, DEFAULT_TOPICS, ENV_PREFIX, Env
+from realtime_gateway.ratelimit.bucket import parse_rule
 
 # Used only in embedded mode when no key is configured; printed at start so nobody mistakes it
 # for a production setting. Long enough for PyJWT's HMAC key-length check.
@@ -187,6 +188,30 @@ class Settings(BaseModel):
     trace_sample_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
         default=1.0, validation_alias=Env.TRACE_SAMPLE_RATIO
     )
+    # Protection (docs/operations.md): per-user token buckets as POINTS/WINDOW, and DoS limits.
+    rate_limit_general: str = Field(default="100/60s", validation_alias=Env.RATE_LIMIT_GENERAL)
+    rate_limit_location: str = Field(default="1000/60s", validation_alias=Env.RATE_LIMIT_LOCATION)
+    rate_limit_chat: str = Field(default="50/60s", validation_alias=Env.RATE_LIMIT_CHAT)
+    connect_rate_limit: str = Field(default="120/60s", validation_alias=Env.CONNECT_RATE_LIMIT)
+    max_payload_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = Field(
+        default=64 * 1024, validation_alias=Env.MAX_PAYLOAD_BYTES
+    )
+    max_subscriptions: Annotated[int, Field(ge=1)] = Field(
+        default=100, validation_alias=Env.MAX_SUBSCRIPTIONS
+    )
+    handshake_timeout_seconds: Annotated[float, Field(ge=0, le=600)] = Field(
+        default=10.0, validation_alias=Env.HANDSHAKE_TIMEOUT_SECONDS
+    )
+    trusted_proxy_header: str | None = Field(default=None, validation_alias=Env.TRUSTED_PROXY_HEADER)
+    trusted_proxy_hops: Annotated[int, Field(ge=1, le=10)] = Field(
+        default=1, validation_alias=Env.TRUSTED_PROXY_HOPS
+    )
+
+    @field_validator("rate_limit_general", "rate_limit_location", "rate_limit_chat", "connect_rate_limit")
+    @classmethod
+    def _rate_rule(cls, value: str) -> str:
+        parse_rule(value)  # the ValueError names the expected POINTS/WINDOW form
+        return value
 
     reconnect_token_ttl_seconds: Annotated[int, Field(ge=10, le=7 * 86400)] = Field(
         default=3600, validation_alias=RECONNECT_TOKEN_TTL_ENV

@@ -41,17 +41,21 @@ def test_client_ip_from_the_trusted_proxy_header() -> None:
 async def test_capacity_draining_and_connect_rate() -> None:
     metrics = GatewayMetrics(process_metrics=False)
     cfg = ProtectionConfig(max_connections=2, connect_rate=RateRule(3, 60))
-    gate = ConnectionGate(cfg, MemoryRateLimiter({"connect": cfg.connect_rate}), metrics)
+    live = [0]
+    gate = ConnectionGate(
+        cfg, MemoryRateLimiter({"connect": cfg.connect_rate}), metrics, connections=lambda: live[0]
+    )
     assert await gate.admit(environ("1.1.1.1")) is None
-    assert await gate.admit(environ("1.1.1.1")) is None
+    live[0] = 2
     full = await gate.admit(environ("2.2.2.2"))
     assert full is not None and full.code == "CAPACITY" and full.reason == "CAPACITY"
-    gate.release()
+    live[0] = 1
+    assert await gate.admit(environ("1.1.1.1")) is None
     assert await gate.admit(environ("1.1.1.1")) is None  # third attempt from this IP
-    gate.release()
     limited = await gate.admit(environ("1.1.1.1"))
     assert limited is not None and limited.code == "RATE_LIMITED"
     assert limited.as_connect_error()["retryAfterMs"] > 0
+    assert await gate.admit(environ("4.4.4.4")) is None  # other addresses are unaffected
     gate.draining = True
     draining = await gate.admit(environ("3.3.3.3"))
     assert draining is not None and draining.code == "CAPACITY" and draining.reason == "DRAINING"
@@ -59,12 +63,13 @@ async def test_capacity_draining_and_connect_rate() -> None:
     assert refusals.labels("CAPACITY")._value.get() == 1
     assert refusals.labels("RATE_LIMITED")._value.get() == 1
     assert refusals.labels("DRAINING")._value.get() == 1
-    assert gate.connections == 1
 
 
 def test_subscription_cap_counts_refusals() -> None:
     metrics = GatewayMetrics(process_metrics=False)
-    gate = ConnectionGate(ProtectionConfig(max_subscriptions=2), MemoryRateLimiter(), metrics)
+    gate = ConnectionGate(
+        ProtectionConfig(max_subscriptions=2), MemoryRateLimiter(), metrics, connections=lambda: 0
+    )
     assert gate.allow_subscription(0) and gate.allow_subscription(1)
     assert not gate.allow_subscription(2)
     assert metrics.subscriptions_refused._value.get() == 1

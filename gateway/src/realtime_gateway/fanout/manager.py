@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -60,6 +61,9 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
         self._locks = _KeyedLocks()
         self._after_connect: dict[str, AfterConnect] = {}
         self.published = 0
+        # Told after each local emit: (namespace, event, recipients, time.time() of the emit_room
+        # call or None); the metrics use it for messages sent and fan-out latency.
+        self.on_delivered: Callable[[str, str, int, float | None], None] | None = None
         if bus is not None:
             bus.set_handler(self._on_bus_message)
 
@@ -150,6 +154,7 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
             or self.is_sid_room(namespace, room)
         ):
             await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback)
+            self._delivered(namespace, event, room, skip_sid, None)
             return
         await self.emit_room(room, event, data, namespaces=(namespace,), skip_sid=skip_sid)
 
@@ -162,18 +167,33 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
         skip_sid: str | None = None,
     ) -> None:
         """Emit to ``room`` in ``namespaces`` (all when None) on this and every other instance."""
-        await self._deliver(room, event, data, namespaces, skip_sid)
+        sent_at = time.time()
+        await self._deliver(room, event, data, namespaces, skip_sid, sent_at)
         if self.bus is not None:
-            message = {"r": room, "e": event, "d": data, "n": namespaces, "s": skip_sid}
+            message = {"r": room, "e": event, "d": data, "n": namespaces, "s": skip_sid, "t": sent_at}
             self.published += 1
             await self.bus.publish(room_channel(room), self._prefix + orjson.dumps(message))
 
     async def _deliver(
-        self, room: str, event: str, data: Any, namespaces: Iterable[str] | None, skip_sid: str | None
+        self,
+        room: str,
+        event: str,
+        data: Any,
+        namespaces: Iterable[str] | None,
+        skip_sid: str | None,
+        sent_at: float | None = None,
     ) -> None:
         for namespace in list(self.rooms) if namespaces is None else namespaces:
             if room in self.rooms.get(namespace, ()):
                 await super().emit(event, data, namespace, room=room, skip_sid=skip_sid)
+                self._delivered(namespace, event, room, skip_sid, sent_at)
+
+    def _delivered(self, namespace: str, event: str, room: Any, skip_sid: Any, sent_at: float | None) -> None:
+        if self.on_delivered is None:
+            return
+        members = self.rooms.get(namespace, {}).get(room) or {}
+        skipped = 1 if isinstance(skip_sid, str) and skip_sid in members else 0
+        self.on_delivered(namespace, event, len(members) - skipped, sent_at)
 
     async def _on_bus_message(self, payload: bytes) -> None:
         # An instance also hears its own publications on rooms it has members in; it already
@@ -182,4 +202,6 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
             return
         _, _, body = payload.partition(b"|")
         message = orjson.loads(body)
-        await self._deliver(message["r"], message["e"], message["d"], message.get("n"), message.get("s"))
+        await self._deliver(
+            message["r"], message["e"], message["d"], message.get("n"), message.get("s"), message.get("t")
+        )

@@ -16,6 +16,7 @@ Extension seams (used by the Kafka and protection/observability parts):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -81,6 +82,10 @@ class Observer(Protocol):
 _NO_PAYLOAD = object()
 
 
+def _no_scope(event: str, namespace: str) -> contextlib.AbstractContextManager[Any]:
+    return contextlib.nullcontext()
+
+
 def refusal(code: str, message: str) -> socketio.exceptions.ConnectionRefusedError:
     """connect_error data ``{"code", "message"}``; ``data`` repeats it for the JS client's ``err.data``."""
     exc = socketio.exceptions.ConnectionRefusedError(message)
@@ -122,6 +127,8 @@ class GatewayHandlers:
         self.connect_guards: list[ConnectGuard] = []
         self.event_guards: list[EventGuard] = []
         self.observers: list[Observer] = []
+        # Entered around each client event (tracing span, correlation id for the logs).
+        self.event_scope: Callable[[str, str], contextlib.AbstractContextManager[Any]] = _no_scope
         self.events: dict[str, EventFn] = {
             "order:subscribe": self.order_subscribe,
             "order:unsubscribe": self.order_unsubscribe,
@@ -239,7 +246,8 @@ class GatewayHandlers:
     # --- event dispatch -----------------------------------------------------------------------
     def _wrap(self, event: str, fn: EventFn) -> Callable[..., Awaitable[Ack]]:
         async def handler(namespace: str, sid: str, *args: Any) -> Ack:
-            return await self._dispatch(event, fn, namespace, sid, args)
+            with self.event_scope(event, namespace):
+                return await self._dispatch(event, fn, namespace, sid, args)
 
         return handler
 

@@ -46,5 +46,6 @@ def create_server(settings: Settings, manager: RoomFanoutManager) -> socketio.As
         engineio_logger=False,
         ping_interval=25,
         ping_timeout=20,
-        max_http_buffer_size=64 * 1024,
+        # Bigger frames close the WebSocket with 1009 (counted, see limits.py).
+        max_http_buffer_size=settings.max_payload_bytes,
     )

@@ -1,0 +1,368 @@
+"""Joins metrics, tracing, logs, rate limits, DoS limits and the drain to the gateway's seams.
+
+``install_operations(gateway, app)`` is called once by ``app.create_app``; it only uses the
+extension points the core offers (connect/event guards, observers, hooks, the fan-out manager's
+delivery callback and the handlers' event scope), so the handlers stay free of these concerns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from aiohttp import web
+from opentelemetry import trace
+from redis.exceptions import RedisError
+
+from realtime_contract import NAMESPACE_ROLES
+from realtime_gateway.limits import (
+    LIMIT_EXCEEDED,
+    ConnectionGate,
+    HandshakeWatchdog,
+    LiveWebSockets,
+    ProtectionConfig,
+    install_transport_guard,
+    payload_guard_middleware,
+)
+from realtime_gateway.observability.logs import correlation
+from realtime_gateway.observability.metrics import GatewayMetrics, namespace_label
+from realtime_gateway.observability.tracing import Tracing
+from realtime_gateway.ratelimit import (
+    MemoryRateLimiter,
+    RateLimiter,
+    RateRule,
+    RedisRateLimiter,
+    classify,
+    parse_rule,
+)
+
+if TYPE_CHECKING:
+    from realtime_gateway.app import Gateway
+    from realtime_gateway.transport.handlers import Conn
+
+log = logging.getLogger(__name__)
+
+AUTH_CODES: Final = frozenset({"AUTH_REQUIRED", "AUTH_INVALID", "AUTH_EXPIRED", "FORBIDDEN_NAMESPACE"})
+# Events whose failure means a message did not reach its recipients.
+DELIVERY_EVENTS: Final = frozenset({"location:update", "chat:message:send", "job:offer:accept"})
+DRAIN_EVENT: Final = "server:draining"
+# Clean close code for "this server is restarting, come back" (RFC 6455 registry).
+WS_SERVICE_RESTART: Final = 1012
+
+REDIS_OPERATIONS: Final = frozenset(
+    {
+        "get", "set", "setex", "setnx", "getdel", "del", "unlink", "exists", "expire", "pexpire",
+        "ttl", "pttl", "hget", "hset", "hmget", "hgetall", "hdel", "hincrby", "sadd", "srem",
+        "smembers", "scard", "sismember", "zadd", "zrem", "zrange", "zrangebyscore", "incr",
+        "eval", "evalsha", "script", "publish", "spublish", "ping", "pipeline",
+    }
+)  # fmt: skip
+
+
+@dataclass(eq=False)
+class Operations:
+    """What an app holds for protection and observability."""
+
+    metrics: GatewayMetrics
+    tracing: Tracing
+    limiter: RateLimiter
+    gate: ConnectionGate
+    watchdog: HandshakeWatchdog
+    websockets: LiveWebSockets
+    drain_seconds: float
+    connected_at: dict[str, float] = field(default_factory=dict)
+    drained: bool = False
+
+
+OPERATIONS_KEY: Final = web.AppKey("realtime_operations", Operations)
+
+
+def rate_rules(settings: Any) -> dict[str, RateRule]:
+    return {
+        "general": parse_rule(settings.rate_limit_general),
+        "location": parse_rule(settings.rate_limit_location),
+        "chat": parse_rule(settings.rate_limit_chat),
+        "connect": parse_rule(settings.connect_rate_limit),
+    }
+
+
+def protection_config(settings: Any) -> ProtectionConfig:
+    return ProtectionConfig(
+        max_connections=settings.max_connections,
+        connect_rate=parse_rule(settings.connect_rate_limit),
+        trusted_proxy_header=settings.trusted_proxy_header,
+        trusted_proxy_hops=settings.trusted_proxy_hops,
+        max_payload_bytes=settings.max_payload_bytes,
+        max_subscriptions=settings.max_subscriptions,
+        handshake_timeout_s=settings.handshake_timeout_seconds,
+    )
+
+
+# --- Redis instrumentation ----------------------------------------------------------------------
+def _op_label(name: Any) -> str:
+    op = (name.decode() if isinstance(name, bytes) else str(name)).lower()
+    return op if op in REDIS_OPERATIONS else "other"
+
+
+def instrument_redis(client: Any, metrics: GatewayMetrics) -> None:
+    """Count every command (``realtime_redis_hits_total``) and failure (``…_redis_errors_total``)."""
+    if getattr(client, "_realtime_instrumented", False):
+        return
+    execute = client.execute_command
+
+    async def execute_command(*args: Any, **options: Any) -> Any:
+        op = _op_label(args[0]) if args else "other"
+        try:
+            result = await execute(*args, **options)
+        except RedisError:
+            metrics.redis_errors.labels(op).inc()
+            raise
+        metrics.redis_op(op)
+        return result
+
+    make_pipeline = client.pipeline
+
+    def pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = make_pipeline(*args, **kwargs)
+        run = pipe.execute
+
+        async def execute_pipeline(*eargs: Any, **ekwargs: Any) -> Any:
+            try:
+                result = await run(*eargs, **ekwargs)
+            except RedisError:
+                metrics.redis_errors.labels("pipeline").inc()
+                raise
+            metrics.redis_op("pipeline")
+            return result
+
+        pipe.execute = execute_pipeline
+        return pipe
+
+    client.execute_command = execute_command
+    client.pipeline = pipeline
+    client._realtime_instrumented = True
+
+
+# --- observer (transport/handlers.Observer) -----------------------------------------------------
+class MetricsObserver:
+    def __init__(self, ops: Operations) -> None:
+        self._ops = ops
+
+    def on_event(self, conn: Conn | None, event: str, ack: dict[str, Any], seconds: float) -> None:
+        metrics = self._ops.metrics
+        namespace = conn.namespace if conn is not None else "other"
+        metrics.received(namespace, event)
+        ok = ack.get("ok") is True
+        code = None if ok else str((ack.get("error") or {}).get("code"))
+        if ok and event == "location:update":
+            metrics.location_updates.inc()
+        if code == "INTERNAL" and event in DELIVERY_EVENTS:
+            metrics.delivery_failures.labels(event).inc()
+        if code is not None:
+            Tracing.mark_error(trace.get_current_span(), code)
+        log.debug(
+            "handled %s",
+            event,
+            extra={
+                "event": event,
+                "namespace": namespace,
+                "ok": ok,
+                "code": code,
+                "ms": round(seconds * 1000, 2),
+            },
+        )
+
+    def on_connect(self, conn: Conn) -> None:
+        self._ops.metrics.connected(conn.namespace)
+        self._ops.connected_at[conn.sid] = time.monotonic()
+        log.debug("connected", extra={"namespace": conn.namespace, "role": conn.claims.role})
+
+    def on_disconnect(self, conn: Conn) -> None:
+        started = self._ops.connected_at.pop(conn.sid, None)
+        duration = time.monotonic() - started if started is not None else None
+        reason = "drain" if self._ops.gate.draining else "other"
+        self._ops.metrics.disconnected(conn.namespace, reason, duration)
+
+    def on_auth_error(self, namespace: str, code: str) -> None:
+        # Protection refusals travel the same path; they are counted by the gate, not as auth errors.
+        if code in AUTH_CODES:
+            self._ops.metrics.auth_error(code)
+
+
+# --- the installer ------------------------------------------------------------------------------
+def install_operations(gateway: Gateway, app: web.Application) -> Operations:
+    settings = gateway.settings
+    metrics = GatewayMetrics()
+    tracing = Tracing.create(
+        settings.otlp_endpoint, instance_id=settings.instance_id, sample_ratio=settings.trace_sample_ratio
+    )
+    rules = rate_rules(settings)
+    limiter: RateLimiter
+    if gateway.redis is not None:
+        for client in (gateway.redis.commands, gateway.redis.publisher):
+            instrument_redis(client, metrics)
+        limiter = RedisRateLimiter(
+            gateway.redis.commands, rules, on_error=lambda op: metrics.redis_errors.labels(op).inc()
+        )
+    else:
+        limiter = MemoryRateLimiter(rules)
+    handlers = gateway.handlers
+    config = protection_config(settings)
+    gate = ConnectionGate(config, limiter, metrics, connections=lambda: len(handlers.conns))
+    watchdog = HandshakeWatchdog(gateway.sio, config.handshake_timeout_s, metrics)
+
+    def oversize() -> None:
+        metrics.refused("PAYLOAD_TOO_LARGE")
+
+    websockets = install_transport_guard(gateway.sio, oversize)
+    app.middlewares.append(payload_guard_middleware(config.max_payload_bytes, oversize))
+    ops = Operations(metrics, tracing, limiter, gate, watchdog, websockets, settings.drain_seconds)
+    app[OPERATIONS_KEY] = ops
+
+    # Connect: count the attempt, then admission (draining, capacity, per-IP rate) before auth.
+    async def admission(namespace: str, environ: dict[str, Any], auth: Any) -> None:
+        from realtime_gateway.auth.errors import AuthError, ConnectCode
+
+        metrics.connection_attempts.labels(namespace_label(namespace)).inc()
+        refusal = await gate.admit(environ)
+        if refusal is not None:
+            raise AuthError(ConnectCode(refusal.code), refusal.message)
+
+    # Events: the user's token bucket for the event's class, then the subscription cap.
+    async def rate_limit(conn: Conn, event: str, data: Any) -> dict[str, Any] | None:
+        from realtime_gateway.transport.acks import ErrorCode, err
+
+        event_class = classify(event)
+        decision = await limiter.hit(conn.claims.user_id, event_class)
+        if decision.allowed:
+            return None
+        metrics.rate_limit(event_class)
+        return err(
+            ErrorCode.RATE_LIMITED,
+            f"too many {event_class} events, retry later",
+            retryAfterMs=decision.retry_after_ms,
+        )
+
+    async def subscription_cap(conn: Conn, event: str, data: Any) -> dict[str, Any] | None:
+        from realtime_gateway.transport.acks import err
+
+        if event != "order:subscribe":
+            return None
+        order_id = data.get("orderId") if isinstance(data, dict) else None
+        if order_id in conn.orders or gate.allow_subscription(len(conn.orders)):
+            return None
+        return err(LIMIT_EXCEEDED, f"at most {config.max_subscriptions} subscriptions per socket")
+
+    handlers.connect_guards.insert(0, admission)
+    handlers.event_guards[:0] = [rate_limit, subscription_cap]
+    handlers.observers.append(MetricsObserver(ops))
+    handlers.event_scope = _event_scope(tracing)
+    gateway.manager.on_delivered = _delivery_recorder(metrics)
+
+    async def start() -> None:
+        metrics.ready.set(1)
+        watchdog.start()
+
+    async def stop() -> None:
+        await watchdog.stop()
+        tracing.force_flush(2.0)
+        tracing.shutdown()
+
+    gateway.on_startup.append(start)
+    gateway.on_shutdown.append(stop)
+    return ops
+
+
+def _event_scope(tracing: Tracing) -> Callable[[str, str], contextlib.AbstractContextManager[Any]]:
+    """Each client event: a fresh correlation id for its logs and a server span around it."""
+
+    @contextlib.contextmanager
+    def scope(event: str, namespace: str) -> Iterator[None]:
+        with correlation() as cid, tracing.socket_event_span(event, namespace, correlation_id=cid):
+            yield
+
+    return scope
+
+
+def _delivery_recorder(metrics: GatewayMetrics) -> Callable[[str, str, int, float | None], None]:
+    def record(namespace: str, event: str, recipients: int, sent_at: float | None) -> None:
+        metrics.sent(namespace, event, recipients)
+        if sent_at is not None and recipients > 0:
+            latency = max(0.0, time.time() - sent_at)
+            metrics.fanout_latency.observe(latency)
+            if event == "porter:location":
+                metrics.location_latency.observe(latency)
+
+    return record
+
+
+async def metrics_response(request: web.Request) -> web.Response:
+    ops = request.app[OPERATIONS_KEY]
+    body, content_type = ops.metrics.render()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+# --- graceful drain -----------------------------------------------------------------------------
+async def drain(gateway: Gateway, app: web.Application) -> None:
+    """SIGTERM: stop being ready, refuse new sockets, move clients elsewhere, all within the budget.
+
+    The drain uses at most 80% of ``RTG_DRAIN_SECONDS``; the rest is left for closing the HTTP
+    server and the shutdown hooks (Kafka consumers commit their in-flight offsets there).
+    """
+    ops = app.get(OPERATIONS_KEY)
+    if ops is None or ops.drained:
+        return
+    ops.drained = True
+    budget = max(0.0, ops.drain_seconds * 0.8)
+    started = time.monotonic()
+    deadline = started + budget
+    gateway.draining = True
+    ops.gate.draining = True
+    ops.metrics.ready.set(0)
+    ops.metrics.draining.set(1)
+    handlers = gateway.handlers
+    log.info("draining", extra={"connections": len(handlers.conns), "budgetSeconds": round(budget, 2)})
+
+    for namespace in NAMESPACE_ROLES:
+        with contextlib.suppress(Exception):
+            await gateway.sio.emit(
+                DRAIN_EVENT, {"reconnect": True, "withinMs": int(budget * 1000)}, namespace=namespace
+            )
+    # Let load balancers see /readyz fail before the clients come back looking for a server.
+    await asyncio.sleep(min(2.0, budget * 0.25))
+    # Spread the closes over half of what is left so the other instances are not stampeded.
+    spread = max(0.0, (deadline - time.monotonic()) * 0.5)
+    await ops.websockets.close_all(WS_SERVICE_RESTART, "server draining", spread)
+    # Long-polling sessions have no socket to close: end their Engine.IO session.
+    for eio_sid in list(gateway.sio.eio.sockets):
+        with contextlib.suppress(Exception):
+            await gateway.sio.eio.disconnect(eio_sid)
+    await _until(lambda: not handlers.conns, deadline)
+    for sid, conn in list(handlers.conns.items()):
+        with contextlib.suppress(Exception):
+            await gateway.sio.disconnect(sid, namespace=conn.namespace)
+    log.info(
+        "drained",
+        extra={"left": len(handlers.conns), "seconds": round(time.monotonic() - started, 2)},
+    )
+
+
+async def _until(done: Callable[[], bool], deadline: float, step: float = 0.05) -> None:
+    while not done() and time.monotonic() < deadline:  # noqa: ASYNC110 - the condition has no event
+        await asyncio.sleep(min(step, max(0.0, deadline - time.monotonic())))
+
+
+__all__ = [
+    "OPERATIONS_KEY",
+    "Operations",
+    "drain",
+    "install_operations",
+    "instrument_redis",
+    "metrics_response",
+    "rate_rules",
+]
