@@ -11,6 +11,7 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 MONITORING = "Monitoring"
 KAFKA_TOPICS = "KafkaTopics"
+PAUSED = "Paused"
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,15 @@ def conditions(obs: Observed) -> list[dict[str, Any]]:
     if obs.kafka_ok is not None:
         reason = "TopicsReady" if obs.kafka_ok else "TopicsFailed"
         out.append(_cond(KAFKA_TOPICS, obs.kafka_ok, reason, obs.kafka_message, g))
+    out.append(_cond(PAUSED, False, "Reconciling", "the operator reconciles this gateway", g))
     return out
+
+
+def paused(previous: Sequence[Mapping[str, Any]], generation: int, annotation: str) -> list[dict[str, Any]]:
+    """The previous conditions with Paused=True: nothing else is touched while paused."""
+    msg = f"reconciliation stopped by the annotation {annotation}=true; children are left as they are"
+    others = [dict(c) for c in previous if c.get("type") != PAUSED]
+    return [*others, _cond(PAUSED, True, "PauseAnnotation", msg, generation)]
 
 
 def merge(

@@ -28,7 +28,7 @@ from realtime_contract import (
 )
 
 from .kube import Kube, api_message
-from .reconcile import GatewayState, is_paused, reconcile
+from .reconcile import GatewayState, is_paused, mark_paused, reconcile
 from .settings import OperatorSettings
 
 Key = tuple[str, str]  # (namespace, name)
@@ -137,7 +137,10 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         try:
             while not stopped:
                 wake.clear()
-                if not is_paused(body):
+                if is_paused(body):
+                    with contextlib.suppress(ApiException):
+                        await mark_paused(runtime.kube, body)
+                else:
                     try:
                         await reconcile(runtime.kube, body, state, _op_settings)
                     except ApiException as exc:
@@ -156,8 +159,15 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             runtime.states.pop(key, None)
 
     @kopf.on.event(*resource, registry=registry)
-    def gateway_changed(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-        memo.runtime.wake(namespace, name)
+    async def gateway_changed(
+        body: kopf.Body, type: str | None, name: str, namespace: str | None, memo: Any, **_: Any
+    ) -> None:
+        runtime: Runtime = memo.runtime
+        if type != "DELETED" and is_paused(body):
+            # The daemon is stopped by its filter, so the Paused condition is written from here.
+            with contextlib.suppress(ApiException):
+                await mark_paused(runtime.kube, body)
+        runtime.wake(namespace, name)
 
     managed = {LABEL_MANAGED_BY: OPERATOR_APP_NAME}
     for group, version, plural in WATCHED_CHILDREN:

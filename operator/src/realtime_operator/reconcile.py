@@ -215,6 +215,22 @@ async def reconcile(
     return await _write_status(kube, owner, obs, previous_conditions, extra)
 
 
+async def mark_paused(kube: Kube, body: Mapping[str, Any]) -> None:
+    """Say in status that reconciliation is paused (the one write a paused gateway gets)."""
+    meta = body["metadata"]
+    previous = list(body.get("status", {}).get("conditions", []) or [])
+    if any(c.get("type") == conditions.PAUSED and c.get("status") == "True" for c in previous):
+        return
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    conds = conditions.merge(
+        previous, conditions.paused(previous, int(meta.get("generation", 0)), naming.PAUSE_ANNOTATION), now
+    )
+    await kube.patch_status(
+        CR_API_VERSION, CRD_PLURAL, str(meta["namespace"]), str(meta["name"]), {"conditions": conds}
+    )
+    _event(body, "Paused", f"reconciliation paused by {naming.PAUSE_ANNOTATION}")
+
+
 async def _write_status(
     kube: Kube,
     owner: dict[str, Any],

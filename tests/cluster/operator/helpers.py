@@ -107,13 +107,11 @@ def delete_crds(kube: KubeCluster, names: list[str]) -> None:
             if exc.status != 404:
                 raise
     for name in names:
-        wait_for(
-            lambda name=name: (
-                kube.get_or_none(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}") is None
-            ),
-            f"CRD {name} deleted",
-            timeout=120,
-        )
+
+        def gone(name: str = name) -> bool:
+            return kube.get_or_none(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}") is None
+
+        wait_for(gone, f"CRD {name} deleted", timeout=120)
 
 
 def condition(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any]:
