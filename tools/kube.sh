@@ -30,21 +30,23 @@ stamp_ok() { # stamp_ok FILE EXPECTED
 }
 
 total_start=$(date +%s)
-mod_stamp="$SRC/.generated-v$V"
-if [ ! -f "$mod_stamp" ]; then
+mod_stamp="$SRC/.generated"
+# regenerate when the version or the generator changes
+mod_want="v$V $(cat "$TOOLS_DIR/kube/gen-gomod.sh" "$TOOLS_DIR/kube/tools.go.in" | sha256sum | cut -c1-16)"
+if ! stamp_ok "$mod_stamp" "$mod_want"; then
   log "kube: generating the build module in $SRC"
   t=$(date +%s)
   n="$(bash "$TOOLS_DIR/kube/gen-gomod.sh" "$V" "$SRC")"
   log "kube: go.mod replaces $n staging modules with v0.$minor.${V##*.}; resolving dependencies (go mod tidy)"
   (cd "$SRC" && go mod tidy)
-  touch "$mod_stamp"
+  printf '%s' "$mod_want" >"$mod_stamp"
   log "kube: module ready in $(($(date +%s) - t))s"
 fi
 etcd_version="$(cd "$SRC" && go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)"
 
 build() { # build NAME PACKAGE EXTRA_LDFLAGS
   local name="$1" pkg="$2" flags="$3"
-  local want="$pkg $flags"
+  local want="$pkg $flags $mod_want"
   if [ -x "$BIN/$name" ] && stamp_ok "$BIN/.$name.stamp" "$want"; then
     log "kube: $name cached"
     return
