@@ -87,6 +87,7 @@ def build_verifier(settings: Settings) -> TokenVerifier:
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         leeway=settings.jwt_leeway_seconds,
+        jwks_cooldown=settings.jwt_jwks_refresh_cooldown_seconds,
     )
 
 

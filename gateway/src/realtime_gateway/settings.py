@@ -37,6 +37,7 @@ SESSION_TTL_ENV = "RTG_SESSION_TTL_SECONDS"
 ORDER_ACCESS_TTL_ENV = "RTG_ORDER_ACCESS_TTL_SECONDS"
 LOCATION_MAX_SKEW_ENV = "RTG_LOCATION_MAX_SKEW_SECONDS"
 JWT_LEEWAY_ENV = "RTG_JWT_LEEWAY_SECONDS"
+JWKS_COOLDOWN_ENV = "RTG_JWT_JWKS_REFRESH_COOLDOWN_SECONDS"
 DEV_PAGE_ENV = "RTG_DEV_PAGE"
 
 
@@ -172,6 +173,10 @@ class Settings(BaseModel):
     jwt_audience: tuple[str, ...] = Field(default=(), validation_alias=Env.JWT_AUDIENCE)
     jwt_leeway_seconds: Annotated[float, Field(ge=0, le=300)] = Field(
         default=30.0, validation_alias=JWT_LEEWAY_ENV
+    )
+    # An unknown kid refetches the JWKS at most once per cooldown.
+    jwt_jwks_refresh_cooldown_seconds: Annotated[float, Field(ge=0, le=3600)] = Field(
+        default=10.0, validation_alias=JWKS_COOLDOWN_ENV
     )
     api_key: SecretStr | None = Field(default=None, validation_alias=Env.API_KEY)
 

@@ -1,0 +1,129 @@
+"""Deployments of the gateway for the integration tests: embedded (in-process), one or more
+processes on a standalone Redis, or on the 3-node Redis Cluster."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
+
+from realtime_contract import Env
+from realtime_gateway.state.keys import room_channel
+from realtime_gateway.state.redis_store import RedisOrderAccessStore
+from tests.support.gateway_fixtures import EmbeddedFactory, GatewayFactory, mint_token
+from tests.support.gateway_proc import GatewayProcess
+from tests.support.sio import SioClient
+
+ROLE_NAMESPACE = {"customer": "/client", "porter": "/porter", "admin": "/admin"}
+
+
+def uid(prefix: str) -> str:
+    """Unique ids keep tests independent on the shared (never flushed) Redis Cluster."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Deployment:
+    kind: str
+    urls: list[str]
+    procs: list[GatewayProcess]
+    orders: Any  # an OrderAccessStore seeded from the test process
+    redis: Any | None  # decoded-response client for inspecting keys (None when embedded)
+    embedded: Any | None = None
+    clients: list[SioClient] = field(default_factory=list)
+
+    async def order(self, customer_id: str, porter_id: str | None = None) -> str:
+        order_id = uid("order")
+        await self.orders.record_created(order_id, customer_id)
+        if porter_id is not None:
+            await self.orders.record_assigned(order_id, porter_id)
+        return order_id
+
+    async def connect(self, user_id: str, role: str, instance: int = 0, **kwargs: Any) -> SioClient:
+        client = SioClient(self.urls[instance], ROLE_NAMESPACE[role])
+        self.clients.append(client)
+        return await client.connect(token=mint_token(user_id, role), **kwargs)
+
+    async def client(self, namespace: str, instance: int = 0) -> SioClient:
+        """An unconnected client (for refusal tests); disconnected at teardown."""
+        client = SioClient(self.urls[instance], namespace)
+        self.clients.append(client)
+        return client
+
+    async def room_subscribers(self, room: str) -> int:
+        """How many connections Redis has subscribed to the room's sharded channel."""
+        assert self.redis is not None
+        channel = room_channel(room)
+        if isinstance(self.redis, RedisCluster):
+            # Ask the node owning the channel's slot (redis-py would pick any node).
+            node = self.redis.get_node_from_key(channel)
+            result = await self.redis.execute_command("PUBSUB SHARDNUMSUB", channel, target_nodes=node)
+        else:
+            result = await self.redis.pubsub_shardnumsub(channel)
+        [(_, count)] = result
+        return int(count)
+
+    def fanout(self, instance: int) -> dict[str, Any]:
+        if self.embedded is not None:
+            stats: dict[str, Any] = self.embedded.gateway.manager.stats()
+            return stats
+        return self.procs[instance].fanout_stats()
+
+
+Deployer = Callable[..., Awaitable[Deployment]]
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def single_kind(request: pytest.FixtureRequest) -> str:
+    """The core tests run on both the embedded mode and a Redis-backed process."""
+    return str(request.param)
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def multi_kind(request: pytest.FixtureRequest) -> str:
+    """Multi-instance tests run on a standalone Redis and on the 3-node Redis Cluster."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def deployer(
+    request: pytest.FixtureRequest, gateway_factory: GatewayFactory, embedded_factory: EmbeddedFactory
+) -> AsyncIterator[Deployer]:
+    deployments: list[Deployment] = []
+    closers: list[Any] = []
+
+    async def deploy(kind: str, instances: int = 1, **env: Any) -> Deployment:
+        if kind == "embedded":
+            assert instances == 1, "the embedded mode is one process"
+            embedded = await embedded_factory(**env)
+            d = Deployment(kind, [embedded.url], [], embedded.gateway.stores.orders, None, embedded)
+        else:
+            if kind == "redis":
+                url = request.getfixturevalue("redis_url")
+                redis: Any = Redis.from_url(url, decode_responses=True)
+                env = {Env.REDIS_URL: url, **env}
+            else:
+                cluster = request.getfixturevalue("redis_cluster")
+                nodes = cluster.startup_nodes
+                redis = RedisCluster(
+                    startup_nodes=[ClusterNode(h, p) for h, p in nodes], decode_responses=True
+                )
+                hosts = ",".join(f"{h}:{p}" for h, p in nodes)
+                env = {Env.REDIS_URL: f"redis://{hosts}", Env.REDIS_MODE: "cluster", **env}
+            closers.append(redis)
+            procs = [gateway_factory(name=f"{kind}-gw{i}", **env) for i in range(instances)]
+            d = Deployment(kind, [p.url for p in procs], procs, RedisOrderAccessStore(redis), redis)
+        deployments.append(d)
+        return d
+
+    yield deploy
+    for d in deployments:
+        for client in d.clients:
+            await client.disconnect()
+    for redis in closers:
+        await redis.aclose()
