@@ -1,0 +1,193 @@
+"""Gateways on the real Kafka broker and real Redis, with topics and a consumer group of the test's
+own (so tests sharing the session broker cannot see each other's records)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from redis.asyncio import Redis
+
+from realtime_contract import Env
+from realtime_gateway.ingest.envelope import build_envelope
+from tests.support.gateway_fixtures import GatewayFactory, mint_token
+from tests.support.gateway_proc import GatewayProcess
+from tests.support.kafka_server import KafkaBroker
+from tests.support.sio import SioClient
+
+ROLE_NAMESPACE = {"customer": "/client", "porter": "/porter", "admin": "/admin"}
+TOPIC_KEYS = ("orderEvents", "porterEvents", "notificationEvents", "chatEvents")
+TOPIC_ENV = {
+    "orderEvents": Env.KAFKA_TOPIC_ORDER_EVENTS,
+    "porterEvents": Env.KAFKA_TOPIC_PORTER_EVENTS,
+    "notificationEvents": Env.KAFKA_TOPIC_NOTIFICATION_EVENTS,
+    "chatEvents": Env.KAFKA_TOPIC_CHAT_EVENTS,
+}
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def eventually(probe: Callable[[], Awaitable[Any]], *, within: float, what: str) -> Any:
+    """Poll an async probe until it returns something truthy; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {within}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class KafkaDeployment:
+    broker: KafkaBroker
+    redis: Redis
+    topics: dict[str, str]
+    group: str
+    env: dict[str, str]
+    factory: GatewayFactory
+    procs: list[GatewayProcess] = field(default_factory=list)
+    clients: list[SioClient] = field(default_factory=list)
+    producer: AIOKafkaProducer | None = None
+
+    @property
+    def urls(self) -> list[str]:
+        return [p.url for p in self.procs]
+
+    async def start_gateways(self, count: int, **env: Any) -> list[GatewayProcess]:
+        first = len(self.procs)
+        merged = {**self.env, **env}
+        started = await asyncio.gather(
+            *(asyncio.to_thread(self.factory, name=f"kafka-gw{first + i}", **merged) for i in range(count))
+        )
+        self.procs.extend(started)
+        return list(started)
+
+    async def connect(self, user_id: str, role: str, instance: int = 0) -> SioClient:
+        client = SioClient(self.procs[instance].url, ROLE_NAMESPACE[role])
+        self.clients.append(client)
+        return await client.connect(token=mint_token(user_id, role))
+
+    # --- Kafka ---------------------------------------------------------------------------------
+    async def _producer(self) -> AIOKafkaProducer:
+        if self.producer is None:
+            self.producer = AIOKafkaProducer(bootstrap_servers=self.broker.bootstrap, acks="all")
+            await self.producer.start()
+        return self.producer
+
+    async def produce_raw(self, topic_key: str, value: bytes, key: str) -> None:
+        producer = await self._producer()
+        await producer.send_and_wait(self.topics[topic_key], value, key=key.encode())
+
+    async def produce(
+        self,
+        topic_key: str,
+        event_type: str,
+        payload: dict[str, Any],
+        *,
+        key: str,
+        event_id: str | None = None,
+    ) -> dict[str, Any]:
+        envelope = build_envelope(event_type, payload, event_id=event_id)
+        await self.produce_raw(topic_key, orjson.dumps(envelope), key)
+        return envelope
+
+    async def records(
+        self, topic_key: str, *, event_type: str | None = None, at_least: int = 0, within: float = 20.0
+    ) -> list[ConsumerRecord[bytes, bytes]]:
+        """Every record on the topic (optionally of one type), once at least ``at_least`` are there."""
+        consumer = AIOKafkaConsumer(
+            self.topics[topic_key],
+            bootstrap_servers=self.broker.bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        found: list[ConsumerRecord[bytes, bytes]] = []
+        try:
+            deadline = time.monotonic() + within
+            while True:
+                batch = await consumer.getmany(timeout_ms=300)
+                for recs in batch.values():
+                    for record in recs:
+                        if event_type is None or orjson.loads(record.value)["type"] == event_type:
+                            found.append(record)
+                if not batch and (len(found) >= at_least or time.monotonic() > deadline):
+                    return found
+        finally:
+            await consumer.stop()
+
+    # --- orders as the backend announces them ---------------------------------------------------
+    async def order(self, customer_id: str, porter_id: str | None = None) -> str:
+        order_id = uid("order")
+        await self.produce(
+            "orderEvents", "order.created", {"orderId": order_id, "customerId": customer_id}, key=order_id
+        )
+        if porter_id is not None:
+            await self.produce(
+                "orderEvents", "order.assigned", {"orderId": order_id, "porterId": porter_id}, key=order_id
+            )
+        return order_id
+
+    async def subscribe(self, client: SioClient, order_id: str, within: float = 20.0) -> None:
+        """Subscribe once the gateway has consumed the order's access events."""
+
+        async def attempt() -> bool:
+            ack = await client.call("order:subscribe", {"orderId": order_id})
+            if ack["ok"]:
+                return True
+            # NOT_FOUND before order.created, FORBIDDEN before order.assigned was consumed.
+            assert ack["error"]["code"] in ("NOT_FOUND", "FORBIDDEN"), ack
+            return False
+
+        await eventually(attempt, within=within, what=f"subscription to {order_id}")
+
+
+Deploy = Callable[..., Awaitable[KafkaDeployment]]
+
+
+@pytest.fixture
+async def kafka_deploy(
+    kafka_broker: KafkaBroker, redis_url: str, gateway_factory: GatewayFactory
+) -> AsyncIterator[Deploy]:
+    deployments: list[KafkaDeployment] = []
+
+    async def deploy(instances: int = 2, *, broker: KafkaBroker | None = None, **env: Any) -> KafkaDeployment:
+        broker = broker or kafka_broker
+        suffix = uuid.uuid4().hex[:10]
+        topics = {key: f"{key}-{suffix}" for key in TOPIC_KEYS}
+        group = f"rtg-{suffix}"
+        base_env = {
+            Env.REDIS_URL: redis_url,
+            Env.KAFKA_BOOTSTRAP_SERVERS: broker.bootstrap,
+            Env.KAFKA_CONSUMER_GROUP: group,
+            Env.KAFKA_AUTO_CREATE_TOPICS: "true",
+            Env.KAFKA_TOPIC_PARTITIONS: "3",
+            Env.KAFKA_AUTO_OFFSET_RESET: "earliest",
+            **{TOPIC_ENV[key]: name for key, name in topics.items()},
+            **{k: str(v) for k, v in env.items()},
+        }
+        redis = Redis.from_url(redis_url, decode_responses=True)
+        d = KafkaDeployment(broker, redis, topics, group, base_env, gateway_factory)
+        deployments.append(d)
+        if instances:
+            await d.start_gateways(instances)
+        return d
+
+    yield deploy
+    for d in deployments:
+        for client in d.clients:
+            await client.disconnect()
+        if d.producer is not None:
+            await d.producer.stop()
+        await d.redis.aclose()
