@@ -65,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     # aiohttp/kubernetes client chatter is noise at INFO.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Its DEBUG level logs whole response bodies (Secrets included): never below INFO.
+    logging.getLogger("kubernetes_asyncio").setLevel(max(logging.INFO, getattr(logging, settings.log_level)))
     asyncio.run(run(settings))
 
 

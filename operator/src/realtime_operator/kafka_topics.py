@@ -93,6 +93,7 @@ async def ensure_topics(
     except TimeoutError:
         return TopicsResult(False, f"Kafka at {bootstrap_servers} did not answer within {timeout:.0f}s")
     except (KafkaError, OSError) as exc:
-        return TopicsResult(False, f"Kafka at {bootstrap_servers}: {type(exc).__name__}: {exc}")
+        detail = str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"
+        return TopicsResult(False, f"Kafka at {bootstrap_servers}: {detail}")
     finally:
         await admin.close()

@@ -30,12 +30,8 @@ def rtg_crd(kube: KubeCluster) -> str:
     return name
 
 
-@pytest.fixture(scope="session")
-def operator(
-    kube: KubeCluster, rtg_crd: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ManagedProcess]:
-    """`realtime-operator` against the test cluster, all namespaces, fast resync."""
-    log_dir: Path = tmp_path_factory.mktemp("operator")
+def start_operator(kubeconfig: Path, log_dir: Path, *scope: str) -> ManagedProcess:
+    """`realtime-operator` as a subprocess; ``scope`` is --all-namespaces or --namespace=... flags."""
     port = free_port()
     proc = ManagedProcess(
         "realtime-operator",
@@ -43,8 +39,8 @@ def operator(
             sys.executable,
             "-m",
             "realtime_operator",
-            "--all-namespaces",
-            f"--kubeconfig={kube.kubeconfig}",
+            *(scope or ("--all-namespaces",)),
+            f"--kubeconfig={kubeconfig}",
             f"--liveness=http://127.0.0.1:{port}/healthz",
             f"--resync-seconds={RESYNC_SECONDS}",
             "--kafka-retry-seconds=5",
@@ -60,6 +56,21 @@ def operator(
 
     try:
         wait_until(live, timeout=60, what="operator liveness endpoint", proc=proc)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc
+
+
+# Module scope: a module that runs its own operator (test_chart.py) must not share the cluster
+# with this one, or two operators would reconcile the same objects.
+@pytest.fixture(scope="module")
+def operator(
+    kube: KubeCluster, rtg_crd: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ManagedProcess]:
+    """`realtime-operator` against the test cluster as admin, all namespaces, fast resync."""
+    proc = start_operator(kube.kubeconfig, tmp_path_factory.mktemp("operator"))
+    try:
         yield proc
     finally:
         code = proc.stop()
