@@ -81,6 +81,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=1, help="load-generator processes in L/X")
     ap.add_argument("--k-rate", type=int, default=5000, help="order.status_changed events/s in K")
     ap.add_argument("--targets", default="ours,reference", help="comma-separated subset of ours,reference")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy on our gateway during L/X steps, tracemalloc during C (numbers then are not benchmarks)",
+    )
     ap.add_argument("--ours-env", action="append", default=[], help="extra KEY=VALUE for our gateway")
     ap.add_argument("--out", type=Path, help="JSON output path (default bench/results/<time>.json)")
     return ap.parse_args(argv)
@@ -106,6 +111,7 @@ def options(args: argparse.Namespace, run_dir: Path) -> Options:
         k_rate=args.k_rate,
         k_seconds=5.0 if quick else 10.0,
         ours_env=ours_env,
+        profile=bool(args.profile),
         targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
     )
 

@@ -16,6 +16,7 @@ import aiohttp
 
 from bench import servers
 from bench.loadgen import Loadgen
+from bench.profile import PySpy, signal_dump
 from bench.stats import Histogram, StepResult, best_held, fmt, merge_all, table
 
 SECRET = "bench-secret-" + "x" * 32
@@ -44,6 +45,7 @@ class Options:
     k_seconds: float = 10.0
     ours_env: dict[str, str] = field(default_factory=dict)
     targets: tuple[str, ...] = TARGETS
+    profile: bool = False
 
 
 # ---- events that authorize the orders (POST /api/events on both servers) --------------------------
@@ -99,21 +101,38 @@ async def authorize_orders(base_url: str, orders: Sequence[dict[str, str]]) -> N
 
 # ---- server start-up per target ---------------------------------------------------------------
 def start_targets(
-    target: str, opts: Options, name: str, count: int, redis_url: str | None, kafka: str | None = None
+    target: str,
+    opts: Options,
+    name: str,
+    count: int,
+    redis_url: str | None,
+    kafka: str | None = None,
+    traced: bool = False,
 ) -> list[servers.Server]:
     log_dir = opts.run_dir / "logs"
     out: list[servers.Server] = []
     try:
         for i in range(count):
             if target == "ours":
-                env = dict(opts.ours_env)
+                # The location limiter still runs on every update (its cost is part of the job); the
+                # ceiling is raised because a few hundred porters here stand in for many thousands.
+                env = {"RTG_RATE_LIMIT_LOCATION": "1000000/60s", **opts.ours_env}
                 if redis_url:
                     env["RTG_REDIS_URL"] = redis_url
                 if kafka:
                     env["RTG_KAFKA_BOOTSTRAP_SERVERS"] = kafka
+                module = "realtime_gateway"
+                if traced:
+                    module = "bench.profile"
+                    env["BENCH_TRACEMALLOC_OUT"] = str(opts.run_dir / f"{name}-tracemalloc.txt")
                 out.append(
                     servers.start_ours(
-                        f"{name}-ours-{i}", log_dir, secret=SECRET, api_key=API_KEY, extra_env=env
+                        f"{name}-ours-{i}",
+                        log_dir,
+                        secret=SECRET,
+                        api_key=API_KEY,
+                        extra_env=env,
+                        module=module,
                     )
                 )
             else:
@@ -169,6 +188,9 @@ async def location_run(
             f"{label} {target}: {sum(r['sockets'] for r in readies)} sockets ready on {instances} process(es)"
         )
         failures = 0
+        spy = None
+        if opts.profile and target == "ours":
+            spy = PySpy(procs[0].pid, opts.run_dir / f"{tag}-pyspy.txt")
         for rate in rates:
             start_at = int(time.time() * 1000) + 300
             cpu0 = sum(servers.cpu_seconds(p.pid) for p in procs)
@@ -221,6 +243,11 @@ async def location_run(
             # Two failed steps in a row: higher rates only pile up more backlog.
             if failures >= 2 or (opts.quick and failures >= 1):
                 break
+        if spy is not None:
+            profile_text = spy.stop()
+            profile_path = opts.run_dir / f"profile-{tag}.txt"
+            profile_path.write_text(profile_text)
+            say(f"{label} {target}: py-spy profile of process 0 in {profile_path}")
     finally:
         for g in gens:
             await g.close()
@@ -277,7 +304,8 @@ async def scenario_c(opts: Options) -> dict[str, Any]:
 
 
 async def connections_run(t: str, opts: Options) -> dict[str, Any]:
-    procs = start_targets(t, opts, f"C-{t}", 1, None)
+    traced = opts.profile and t == "ours"
+    procs = start_targets(t, opts, f"C-{t}", 1, None, traced=traced)
     try:
         cfg = {
             "mode": "C",
@@ -294,10 +322,14 @@ async def connections_run(t: str, opts: Options) -> dict[str, Any]:
         }
         gen = Loadgen(f"C-{t}-loadgen", cfg, opts.run_dir / "logs")
         say(f"C {t}: opening {opts.connections} idle authenticated sockets")
-        res = await gen.start(wait_s=opts.connections / 50 + 120)
-        await gen.close()
-        if gen.proc is not None and gen.proc.returncode is None:
-            await gen.proc.wait()
+        try:
+            res = await gen.start(wait_s=opts.connections / 50 + 120)
+            if traced:
+                report_path = opts.run_dir / f"C-{t}-tracemalloc.txt"
+                await asyncio.to_thread(signal_dump, report_path)
+                say(f"C {t}: tracemalloc report (sockets held) in {report_path}")
+        finally:
+            await gen.close()
         say(
             f"C {t}: {res['connected']} connected ({res['errors']} errors), "
             f"{fmt(res['bytesPerConnection'] / 1024)} KB/connection, {fmt(res['connectRate'])} connects/s"

@@ -150,8 +150,9 @@ def start_ours(
     secret: str,
     api_key: str,
     extra_env: Mapping[str, str] | None = None,
+    module: str = "realtime_gateway",
 ) -> Server:
-    """``python -m realtime_gateway serve`` on a free port."""
+    """``python -m realtime_gateway serve`` (or a wrapper module, for profiling) on a free port."""
     port = free_port()
     env = {
         "RTG_HOST": HOST,
@@ -163,7 +164,7 @@ def start_ours(
         "RTG_MAX_CONNECTIONS": "100000",
         **(extra_env or {}),
     }
-    proc = Proc(name, [sys.executable, "-m", "realtime_gateway", "serve"], log_dir, env=env, cwd=REPO)
+    proc = Proc(name, [sys.executable, "-m", module, "serve"], log_dir, env=env, cwd=REPO)
     server = Server(proc, port)
     proc.wait_ready(lambda: http_ok(f"{server.url}/readyz"), 60, f"gateway {name}")
     return server

@@ -275,14 +275,14 @@ async function main() {
   let porters = null;
   const t0 = Date.now();
   if (cfg.mode === "C") {
+    // The sockets stay open until "quit", so the server can be inspected while they are held.
     out(await runConnections());
-    out({ type: "bye" });
-    process.exit(0);
+  } else {
+    if (cfg.mode === "L") porters = await setupLocation();
+    else if (cfg.mode === "K") await setupStatus();
+    else throw new Error(`unknown mode ${cfg.mode}`);
+    out({ type: "ready", sockets: sockets.length, setupSeconds: (Date.now() - t0) / 1000 });
   }
-  if (cfg.mode === "L") porters = await setupLocation();
-  else if (cfg.mode === "K") await setupStatus();
-  else throw new Error(`unknown mode ${cfg.mode}`);
-  out({ type: "ready", sockets: sockets.length, setupSeconds: (Date.now() - t0) / 1000 });
 
   const rl = readline.createInterface({ input: process.stdin });
   let queue = Promise.resolve();
