@@ -99,7 +99,7 @@ class Auth(_Model):
 
 class Bucket(_Model):
     limit: int | None = None
-    window_seconds: int | None = Field(None, alias="windowSeconds")
+    window_seconds: int = Field(60, alias="windowSeconds")
 
 
 class RateLimits(_Model):
@@ -111,10 +111,12 @@ class RateLimits(_Model):
 class ConnectionLimits(_Model):
     max_connections_per_pod: int | None = Field(None, alias="maxConnectionsPerPod")
     connect_attempts_per_ip: int | None = Field(None, alias="connectAttemptsPerIp")
-    connect_window_seconds: int | None = Field(None, alias="connectWindowSeconds")
+    connect_window_seconds: int = Field(60, alias="connectWindowSeconds")
     max_payload_bytes: int | None = Field(None, alias="maxPayloadBytes")
     max_subscriptions_per_socket: int | None = Field(None, alias="maxSubscriptionsPerSocket")
     handshake_timeout_seconds: int | None = Field(None, alias="handshakeTimeoutSeconds")
+    trusted_proxy_header: str | None = Field(None, alias="trustedProxyHeader")
+    trusted_proxy_hops: int | None = Field(None, alias="trustedProxyHops")
     drain_seconds: int = Field(30, alias="drainSeconds")
 
 

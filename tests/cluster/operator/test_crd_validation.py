@@ -59,7 +59,7 @@ INVALID = [
     (
         "negative-rate-limit",
         with_spec(rateLimits={"chat": {"limit": -5, "windowSeconds": 60}}),
-        "should be greater than or equal to 0",
+        "should be greater than or equal to 1",
     ),
     ("negative-cpu-quantity", with_spec(resources={"limits": {"cpu": "-1"}}), "limits.cpu"),
     (

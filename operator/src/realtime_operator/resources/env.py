@@ -47,14 +47,36 @@ def config_env(gw: Gateway) -> dict[str, str]:
         env[Env.JWT_ISSUER] = spec.auth.issuer
     if spec.auth.audience:
         env[Env.JWT_AUDIENCE] = spec.auth.audience
-    if spec.connection_limits.max_connections_per_pod is not None:
-        env[Env.MAX_CONNECTIONS] = str(spec.connection_limits.max_connections_per_pod)
+    env |= _limits_env(gw)
     if spec.tls is not None:
         env[Env.TLS_CERT_FILE] = f"{naming.TLS_MOUNT}/tls.crt"
         env[Env.TLS_KEY_FILE] = f"{naming.TLS_MOUNT}/tls.key"
     if spec.tracing.otlp_endpoint:
         env[Env.OTLP_ENDPOINT] = spec.tracing.otlp_endpoint
         env[Env.TRACE_SAMPLE_RATIO] = str(spec.tracing.sample_ratio)
+    return env
+
+
+def _limits_env(gw: Gateway) -> dict[str, str]:
+    """Rate and connection limits; unset fields keep the gateway's own defaults."""
+    env: dict[str, str] = {}
+    rl = gw.spec.rate_limits
+    for name, bucket in ((Env.RATE_LIMIT_GENERAL, rl.general), (Env.RATE_LIMIT_LOCATION, rl.location),
+                         (Env.RATE_LIMIT_CHAT, rl.chat)):  # fmt: skip
+        if bucket.limit is not None:
+            env[name] = f"{bucket.limit}/{bucket.window_seconds}s"  # the gateway's POINTS/WINDOW form
+    cl = gw.spec.connection_limits
+    if cl.connect_attempts_per_ip is not None:
+        env[Env.CONNECT_RATE_LIMIT] = f"{cl.connect_attempts_per_ip}/{cl.connect_window_seconds}s"
+    optional = {
+        Env.MAX_CONNECTIONS: cl.max_connections_per_pod,
+        Env.MAX_PAYLOAD_BYTES: cl.max_payload_bytes,
+        Env.MAX_SUBSCRIPTIONS: cl.max_subscriptions_per_socket,
+        Env.HANDSHAKE_TIMEOUT_SECONDS: cl.handshake_timeout_seconds,
+        Env.TRUSTED_PROXY_HEADER: cl.trusted_proxy_header,
+        Env.TRUSTED_PROXY_HOPS: cl.trusted_proxy_hops,
+    }
+    env |= {k: str(v) for k, v in optional.items() if v is not None}
     return env
 
 
