@@ -24,6 +24,8 @@ async def test_location_crosses_instances_and_reaches_only_the_order_room(
     other = await d.connect(other_customer, "customer", instance=2)
     assert (await other.call("order:subscribe", {"orderId": other_order}))["ok"] is True
     p = await d.connect(porter, "porter", instance=1)
+    # The porter coming online is announced to their order rooms (porter:presence); count after it.
+    assert (await other.next("porter:presence", timeout=5))["online"] is True
     before_c = d.fanout(2)["received"]
 
     # The porter has both orders: each customer gets the update for their order only.
