@@ -430,3 +430,60 @@ def test_monitoring_and_keda_objects_when_their_crds_exist(
     finally:
         kube.request("DELETE", rtg_path(ns, NAME))
         delete_crds(kube, names)
+
+
+def resolve_pod_env(kube: KubeCluster, ns: str, dep: dict[str, Any], pod_name: str) -> dict[str, str]:
+    """The container environment as the kubelet builds it, from live objects only."""
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    env: dict[str, str] = {}
+    for source in c.get("envFrom", []):
+        cm = kube.request("GET", path_of("v1", "configmaps", ns, source["configMapRef"]["name"]))
+        env |= cm["data"]
+    for e in c.get("env", []):
+        src = e.get("valueFrom", {})
+        if "secretKeyRef" in src:
+            ref = src["secretKeyRef"]
+            data = kube.request("GET", path_of("v1", "secrets", ns, ref["name"]))["data"]
+            env[e["name"]] = base64.b64decode(data[ref["key"]]).decode()
+        elif "fieldRef" in src:
+            assert src["fieldRef"]["fieldPath"] == "metadata.name"
+            env[e["name"]] = pod_name
+        else:
+            env[e["name"]] = e["value"]
+    return env
+
+
+def test_a_gateway_started_with_the_live_deployment_env_serves_readyz(
+    kube: KubeCluster,
+    operator: ManagedProcess,
+    kube_namespace: str,
+    redis_server: Any,
+    kafka_broker: KafkaBroker,
+    gateway_factory: Any,
+) -> None:
+    from tests.support.gateway_fixtures import TEST_JWT_SECRET
+
+    ns = kube_namespace
+    apply(kube, secret(ns, "jwt", {"secret": TEST_JWT_SECRET}))
+    prefix = unique_name("rtg")
+    topics = {k: f"{prefix}-{k}" for k in ("orderEvents", "porterEvents", "notificationEvents", "chatEvents")}
+    kafka = {"bootstrapServers": kafka_broker.bootstrap, "topics": topics}
+    apply(kube, sample(ns, redis={"url": redis_server.url}, kafka=kafka))
+    obj = wait_ready(kube, ns)
+    assert condition(obj, "KafkaTopics")["status"] == "True"
+    dep = wait_for(lambda: deployment_available(kube, ns), "Deployment Available")
+    pods = kube.request(
+        "GET", f"/api/v1/namespaces/{ns}/pods?labelSelector=app.kubernetes.io/instance%3D{NAME}"
+    )
+    pod_name = pods["items"][0]["metadata"]["name"]
+    env = resolve_pod_env(kube, ns, dep, pod_name)
+    assert (
+        env[Env.REDIS_URL] == redis_server.url and env[Env.KAFKA_BOOTSTRAP_SERVERS] == kafka_broker.bootstrap
+    )
+    # The pod binds 0.0.0.0:8080; on this shared machine the process gets a free loopback port.
+    env = {k: v for k, v in env.items() if k not in (Env.HOST, Env.PORT)}
+    gateway = gateway_factory(name=pod_name, **env)  # returns once /readyz answered 200
+    status, body = gateway.readyz()
+    assert status == 200, body
+    assert body["instance"] == pod_name and body["mode"] == "redis-standalone"
+    assert body["checks"].get("redis") is True and body["checks"].get("kafka") is True, body
