@@ -66,6 +66,7 @@ def test_deployment_probes_env_hash_and_drain() -> None:
     assert tmpl["spec"]["terminationGracePeriodSeconds"] == 30 + deployment.GRACE_MARGIN_SECONDS
     assert dep["spec"]["selector"]["matchLabels"] == naming.selector_labels("rtg")
     assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert tmpl["spec"]["enableServiceLinks"] is False
 
 
 def test_deployment_grace_period_exceeds_drain() -> None:

@@ -77,6 +77,8 @@ def build(gw: Gateway) -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "affinity": _affinity(gw),
+        # A Service named like the CR would otherwise inject RTG_PORT=tcp://... style variables.
+        "enableServiceLinks": False,
         "containers": [container],
     }
     if spec.placement.topology_spread.enabled:
