@@ -33,8 +33,8 @@ class Deployment:
     urls: list[str]
     procs: list[GatewayProcess]
     orders: Any  # an OrderAccessStore seeded from the test process
-    redis: Any | None  # decoded-response client for inspecting keys (None when embedded)
-    embedded: Any | None = None
+    redis: Any  # decoded-response client for inspecting keys (None when embedded)
+    embedded: Any = None  # the EmbeddedGateway (None for processes)
     clients: list[SioClient] = field(default_factory=list)
 
     async def order(self, customer_id: str, porter_id: str | None = None) -> str:

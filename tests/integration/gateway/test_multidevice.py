@@ -40,7 +40,7 @@ async def test_two_devices_of_one_user(deployer: Deployer, single_kind: str) -> 
         sessions = d.embedded.gateway.stores.sessions
 
         async def no_sockets_left() -> bool:
-            return await sessions.sockets_of_user(customer) == set()
+            return bool(await sessions.sockets_of_user(customer) == set())
 
         await eventually(no_sockets_left, timeout=5, what="the user's sockets to be forgotten")
         return

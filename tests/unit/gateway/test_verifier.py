@@ -1,0 +1,85 @@
+"""The verifier on its own: key types decide the algorithms; every failure maps to a contract code."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from realtime_gateway.auth.errors import AuthError
+from realtime_gateway.auth.verifier import TokenVerifier, mint_dev_token
+
+pytestmark = pytest.mark.unit
+
+SECRET = "unit-secret-unit-secret-unit-secret-!!"
+
+
+def body(**extra: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {"sub": "u1", "role": "porter", "iat": now, "exp": now + 60, **extra}
+
+
+def pem(key: Any) -> str:
+    return str(
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+async def code_of(verifier: TokenVerifier, token: str) -> str:
+    try:
+        claims = await verifier.verify(token)
+    except AuthError as exc:
+        return str(exc.code)
+    return f"ok:{claims.user_id}:{claims.role}"
+
+
+async def test_hs256_paths() -> None:
+    v = TokenVerifier(secret=SECRET, leeway=30)
+    assert v.algorithms == frozenset({"HS256"})
+    assert await code_of(v, jwt.encode(body(), SECRET)) == "ok:u1:porter"
+    assert await code_of(v, mint_dev_token(SECRET, "u2", "admin")) == "ok:u2:admin"
+    assert await code_of(v, jwt.encode(body(exp=int(time.time()) - 31), SECRET)) == "AUTH_EXPIRED"
+    assert await code_of(v, jwt.encode(body(exp=int(time.time()) - 10), SECRET)) == "ok:u1:porter"
+    assert await code_of(v, jwt.encode(body(), SECRET, algorithm="HS512")) == "AUTH_INVALID"
+    assert await code_of(v, jwt.encode(body(), None, algorithm="none")) == "AUTH_INVALID"  # type: ignore[arg-type]
+    assert await code_of(v, jwt.encode(body(sub=""), SECRET)) == "AUTH_INVALID"
+    assert await code_of(v, jwt.encode(body(sub=7), SECRET)) == "AUTH_INVALID"
+    assert await code_of(v, jwt.encode(body(role=None), SECRET)) == "AUTH_INVALID"
+    assert await code_of(v, "") == "AUTH_INVALID"
+
+
+async def test_issuer_and_audience() -> None:
+    v = TokenVerifier(secret=SECRET, issuer="iss", audience=("a", "b"))
+    assert await code_of(v, jwt.encode(body(iss="iss", aud="b"), SECRET)) == "ok:u1:porter"
+    assert await code_of(v, jwt.encode(body(iss="iss", aud=["x", "a"]), SECRET)) == "ok:u1:porter"
+    assert await code_of(v, jwt.encode(body(iss="iss"), SECRET)) == "AUTH_INVALID"
+    assert await code_of(v, jwt.encode(body(aud="a"), SECRET)) == "AUTH_INVALID"
+    # Without a configured audience, a token's aud claim is not a reason to refuse.
+    plain = TokenVerifier(secret=SECRET)
+    assert await code_of(plain, jwt.encode(body(aud="anything"), SECRET)) == "ok:u1:porter"
+
+
+async def test_key_types_choose_algorithms() -> None:
+    r = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    e = ec.generate_private_key(ec.SECP256R1())
+    rs = TokenVerifier(public_key_pem=pem(r))
+    es = TokenVerifier(public_key_pem=pem(e))
+    assert rs.algorithms == frozenset({"RS256"}) and es.algorithms == frozenset({"ES256"})
+    assert await code_of(rs, jwt.encode(body(), r, algorithm="RS256")) == "ok:u1:porter"
+    assert await code_of(es, jwt.encode(body(), e, algorithm="ES256")) == "ok:u1:porter"
+    assert await code_of(rs, jwt.encode(body(), e, algorithm="ES256")) == "AUTH_INVALID"
+    assert await code_of(es, jwt.encode(body(), r, algorithm="RS256")) == "AUTH_INVALID"
+
+
+def test_unsupported_keys_are_configuration_errors() -> None:
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    with pytest.raises(ValueError):
+        TokenVerifier(public_key_pem=pem(p384))
+    with pytest.raises(ValueError):
+        TokenVerifier()
