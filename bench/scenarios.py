@@ -168,6 +168,8 @@ async def location_run(
     procs = start_targets(target, opts, tag, instances, redis_url)
     gens: list[Loadgen] = []
     steps: list[StepResult] = []
+    retries = 0
+    refusals: dict[str, int] = {}
     try:
         await authorize_orders(procs[0].url, orders)
         urls = [p.url for p in procs]
@@ -184,13 +186,22 @@ async def location_run(
             }
             gens.append(Loadgen(f"{tag}-loadgen-{w}", cfg, opts.run_dir / "logs"))
         readies = await asyncio.gather(*(g.start(wait_s=180) for g in gens))
+        retries = sum(int(r.get("connectRetries", 0)) for r in readies)
+        for r in readies:
+            for code, n in (r.get("connectRefusals") or {}).items():
+                refusals[code] = refusals.get(code, 0) + int(n)
         say(
             f"{label} {target}: {sum(r['sockets'] for r in readies)} sockets ready on {instances} process(es)"
+            + (f", after {retries} connect retries {json.dumps(refusals)}" if retries else "")
         )
         failures = 0
         spy = None
         if opts.profile and target == "ours":
             spy = PySpy(procs[0].pid, opts.run_dir / f"{tag}-pyspy.txt")
+        # Warm-up (not reported): first-use costs (imports, caches, JIT in Node) stay out of step 1.
+        warm = {"cmd": "step", "seconds": 2, "startAt": int(time.time() * 1000) + 200, "drainMs": 1000}
+        warm_rate = rates[0] / opts.workers / 2
+        await asyncio.gather(*(g.command({**warm, "rate": warm_rate}, wait_s=60) for g in gens))
         for rate in rates:
             start_at = int(time.time() * 1000) + 300
             cpu0 = sum(servers.cpu_seconds(p.pid) for p in procs)
@@ -260,6 +271,8 @@ async def location_run(
         "instances": instances,
         "redis": bool(redis_url),
         "orders": opts.orders,
+        "connect_retries": retries,
+        "connect_refusals": refusals,
         "steps": [s.summary() for s in steps],
         "best": best.summary() if best else None,
         "peak": peak.summary() if peak else None,

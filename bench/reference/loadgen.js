@@ -36,7 +36,27 @@ function nextLocalAddress() {
   return `127.0.${Math.floor(k / 250)}.${2 + (k % 250)}`;
 }
 
-function connect(url, ns, sub, role) {
+let connectRetries = 0;
+const connectRefusals = {};
+
+async function connect(url, ns, sub, role) {
+  // A refused or failed connect is retried with backoff, as a real client would reconnect; the
+  // retries are counted and reported so a server that needs them is visible in the results.
+  const attempts = cfg.connectAttempts || 5;
+  for (let a = 1; ; a++) {
+    try {
+      return await connectOnce(url, ns, sub, role);
+    } catch (e) {
+      const code = e.code || "unknown";
+      connectRefusals[code] = (connectRefusals[code] || 0) + 1;
+      if (a >= attempts || code === "AUTH_INVALID" || code === "FORBIDDEN_NAMESPACE") throw e;
+      connectRetries++;
+      await sleep(250 * a + Math.random() * 250);
+    }
+  }
+}
+
+function connectOnce(url, ns, sub, role) {
   return new Promise((resolve, reject) => {
     const s = io(url + ns, {
       transports: ["websocket"],
@@ -48,7 +68,9 @@ function connect(url, ns, sub, role) {
     });
     const onErr = (err) => {
       s.close();
-      reject(new Error(`${role} ${sub} on ${url}${ns}: ${err && (err.message || JSON.stringify(err.data))}`));
+      const e = new Error(`${role} ${sub} on ${url}${ns}: ${err && (err.message || JSON.stringify(err.data))}`);
+      e.code = (err && err.data && err.data.code) || (err && err.message === "timeout" ? "TIMEOUT" : "CONNECT_ERROR");
+      reject(e);
     };
     s.once("connect_error", onErr);
     s.once("connect", () => {
@@ -241,6 +263,8 @@ async function runConnections() {
     rssBeforeKb: rss0,
     rssAfterKb: rss1,
     bytesPerConnection: ((rss1 - rss0) * 1024) / Math.max(1, n - warm - errors),
+    connectRetries,
+    connectRefusals,
     cpuMs: cpu,
   };
 }
@@ -281,7 +305,13 @@ async function main() {
     if (cfg.mode === "L") porters = await setupLocation();
     else if (cfg.mode === "K") await setupStatus();
     else throw new Error(`unknown mode ${cfg.mode}`);
-    out({ type: "ready", sockets: sockets.length, setupSeconds: (Date.now() - t0) / 1000 });
+    out({
+      type: "ready",
+      sockets: sockets.length,
+      setupSeconds: (Date.now() - t0) / 1000,
+      connectRetries,
+      connectRefusals,
+    });
   }
 
   const rl = readline.createInterface({ input: process.stdin });
