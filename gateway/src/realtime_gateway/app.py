@@ -29,6 +29,7 @@ from realtime_gateway.fanout.manager import RoomFanoutManager
 from realtime_gateway.ingest.bridge import IngestBridge
 from realtime_gateway.ingest.kafka_config import kafka_config_from_settings
 from realtime_gateway.observability.wiring import install_operations, metrics_response
+from realtime_gateway.recovery.wiring import HoldingManager, ReliableEmitter, install_reliability
 from realtime_gateway.settings import Settings
 from realtime_gateway.state.base import Stores
 from realtime_gateway.state.connect import RedisHandles, open_redis
@@ -96,7 +97,7 @@ def build_gateway(settings: Settings) -> Gateway:
     redis: RedisHandles | None = None
     if settings.embedded:
         stores = memory_stores()
-        manager = RoomFanoutManager(bus=None)
+        manager = HoldingManager(bus=None)
     else:
         endpoint = settings.redis_endpoint
         assert endpoint is not None
@@ -107,11 +108,11 @@ def build_gateway(settings: Settings) -> Gateway:
             order_access_ttl=settings.order_access_ttl_seconds,
             reconnect_ttl=settings.reconnect_token_ttl_seconds,
         )
-        manager = RoomFanoutManager(
+        manager = HoldingManager(
             RedisShardedBus(redis.publisher, redis.node_for_channel, redis.client_for_node)
         )
     sio = create_server(settings, manager)
-    emitter = Emitter(manager)
+    emitter = ReliableEmitter(manager)  # recovery offsets, offline queue (recovery/)
     verifier = build_verifier(settings)
     handlers = GatewayHandlers(
         sio=sio,
@@ -142,6 +143,9 @@ def build_gateway(settings: Settings) -> Gateway:
     if ingest.kafka is not None:
         gateway.readiness_checks["kafka"] = ingest.ready
     # --- end ingest ---
+    # --- recovery, offline queue, presence, Redis breaker (recovery/wiring.py); keep last ---
+    install_reliability(gateway)
+    # --- end reliability ---
     return gateway
 
 

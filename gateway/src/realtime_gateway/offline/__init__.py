@@ -1,0 +1,1 @@
+"""Per-user queue of notifications and job offers kept while the user has no live socket."""

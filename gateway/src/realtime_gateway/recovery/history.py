@@ -1,0 +1,304 @@
+"""Bounded, TTL'd per-order-room history with offsets and an epoch (Centrifugo-style recovery).
+
+Every event emitted to an order room (except transient ones, see ``TRANSIENT_EVENTS``) gets the
+next offset of its room and the room's epoch, both added to the event's data. The epoch is a
+random token created with the room's history; when the history is lost (TTL, a Redis without the
+data), a new epoch starts, so a client holding an old epoch is told ``recovered: false`` instead
+of silently missing events.
+
+Redis: one Lua script assigns the offset, appends to a Redis Stream (``MAXLEN`` exact, entry id
+``<offset>-0``), and SPUBLISHes the fan-out message on the room's channel. Because assignment and
+publication are one atomic step, every instance receives a room's events in offset order, even
+when several instances emit to the same room concurrently. The keys' hash tag is the room's
+channel name, so on Redis Cluster the script's keys and the channel live in one slot.
+
+Memory (embedded mode): the same semantics in a dict of deques, under the event loop's
+single-threadedness.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+import orjson
+
+from realtime_gateway.fanout.emitter import order_room
+from realtime_gateway.state.keys import room_channel
+
+HISTORY_SIZE: Final = 500
+HISTORY_TTL_S: Final = 24 * 3600
+# Events that are only worth something live: a replayed location is stale, a replayed typing hint
+# is wrong. They carry no offset and are not kept.
+TRANSIENT_EVENTS: Final = frozenset({"porter:location", "chat:typing"})
+CHAT_EVENT: Final = "chat:message"
+# Marks a bus message published by the history script (the manager skips only its own prefix).
+BUS_PREFIX: Final = b"hist|"
+
+RedisClient = Any
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(6)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    offset: int
+    event: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    epoch: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """``recovered``: ``events`` are exactly the ones after the client's offset, none missing."""
+
+    recovered: bool
+    position: Position
+    events: tuple[Entry, ...] = ()
+
+
+def decide(client: Position, current: Position, entries: list[Entry]) -> Recovery:
+    """The pure recovery rule shared by both stores.
+
+    A client that never saw an event presents offset 0 (its epoch may be empty). Otherwise the
+    epochs must match, the client may not be ahead, and the history must still start right after
+    the client's offset and reach the current offset without a hole.
+    """
+    if client.offset < 0:
+        return Recovery(False, current)
+    if client.offset > 0 and client.epoch != current.epoch:
+        return Recovery(False, current)
+    if client.offset == 0 and client.epoch not in ("", current.epoch):
+        return Recovery(False, current)
+    if client.offset > current.offset:
+        return Recovery(False, current)
+    wanted = [e for e in entries if e.offset > client.offset]
+    expected = list(range(client.offset + 1, current.offset + 1))
+    if [e.offset for e in wanted] != expected:
+        return Recovery(False, current)
+    return Recovery(True, current, tuple(wanted))
+
+
+class HistoryStore(Protocol):
+    async def append(
+        self, order_id: str, event: str, data: dict[str, Any], *, publish: bytes | None = None
+    ) -> tuple[Position, dict[str, Any], bool]:
+        """Assign the next offset; return (position, data with offset/epoch, appended).
+
+        ``appended`` is False when ``data`` carries an ``eventId``/``messageId`` already in the
+        history (a redelivery): nothing is stored or published again.
+        """
+        ...
+
+    async def recover(self, order_id: str, client: Position) -> Recovery: ...
+
+    async def chat(self, order_id: str, before: int | None, limit: int) -> list[Entry]:
+        """Newest ``limit`` chat messages with offset < ``before``, oldest first."""
+        ...
+
+
+def dedup_id(data: dict[str, Any]) -> str:
+    value = data.get("eventId") or data.get("messageId")
+    return str(value) if value else ""
+
+
+# --- Redis ------------------------------------------------------------------------------------
+
+_APPEND: Final = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+end
+local dedup = ARGV[8]
+if dedup ~= '' then
+  local prev = redis.call('HGET', KEYS[3], dedup)
+  if prev then return {tonumber(prev), epoch, 0} end
+end
+local off = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local data = ARGV[6] .. ARGV[7] .. '"offset":' .. off .. ',"epoch":"' .. epoch .. '"}'
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], off .. '-0', 'e', ARGV[5], 'd', data)
+if dedup ~= '' then
+  redis.call('HSET', KEYS[3], dedup, off)
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+if ARGV[4] ~= '' then
+  redis.call('SPUBLISH', ARGV[4], ARGV[9] .. data .. ARGV[10])
+end
+return {off, epoch, 1}
+"""
+
+_READ: Final = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+end
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
+local entries = redis.call('XRANGE', KEYS[2], ARGV[2] .. '-0', '+', 'COUNT', ARGV[3])
+return {epoch, seq, entries}
+"""
+
+
+def _tag(order_id: str) -> str:
+    # The channel name as hash tag: keys and channel share a Cluster slot.
+    return room_channel(order_room(order_id))
+
+
+def meta_key(order_id: str) -> str:
+    return f"rtg:hist:meta:{{{_tag(order_id)}}}"
+
+
+def stream_key(order_id: str) -> str:
+    return f"rtg:hist:{{{_tag(order_id)}}}"
+
+
+def ids_key(order_id: str) -> str:
+    return f"rtg:hist:ids:{{{_tag(order_id)}}}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entries(raw: list[Any]) -> list[Entry]:
+    out = []
+    for entry_id, fields in raw:
+        if isinstance(fields, dict):
+            items = {_text(k): _text(v) for k, v in fields.items()}
+        else:
+            flat = [_text(x) for x in fields]
+            items = dict(zip(flat[::2], flat[1::2], strict=True))
+        out.append(Entry(int(_text(entry_id).split("-")[0]), items["e"], orjson.loads(items["d"])))
+    return out
+
+
+class RedisHistory:
+    def __init__(self, client: RedisClient, *, size: int = HISTORY_SIZE, ttl: int = HISTORY_TTL_S) -> None:
+        self._r = client
+        self.size = size
+        self.ttl = ttl
+
+    async def append(
+        self, order_id: str, event: str, data: dict[str, Any], *, publish: bytes | None = None
+    ) -> tuple[Position, dict[str, Any], bool]:
+        """``publish``: the fan-out message with ``data`` cut out, as ``head + b"\\0" + tail``."""
+        body = orjson.dumps(data).decode()
+        head, sep = body[:-1], ("," if data else "")
+        channel, msg_head, msg_tail = "", "", ""
+        if publish is not None:
+            channel = room_channel(order_room(order_id))
+            before, _, after = publish.partition(b"\0")
+            msg_head, msg_tail = before.decode(), after.decode()
+        off, epoch, appended = await self._r.eval(
+            _APPEND,
+            3,
+            meta_key(order_id),
+            stream_key(order_id),
+            ids_key(order_id),
+            new_epoch(),
+            self.size,
+            self.ttl,
+            channel,
+            event,
+            head,
+            sep,
+            dedup_id(data),
+            msg_head,
+            msg_tail,
+        )
+        position = Position(_text(epoch), int(off))
+        stamped = {**data, "offset": position.offset, "epoch": position.epoch}
+        return position, stamped, bool(int(appended))
+
+    async def recover(self, order_id: str, client: Position) -> Recovery:
+        epoch, seq, raw = await self._r.eval(
+            _READ,
+            2,
+            meta_key(order_id),
+            stream_key(order_id),
+            new_epoch(),
+            max(1, client.offset + 1),
+            self.size,
+            self.ttl,
+        )
+        return decide(client, Position(_text(epoch), int(seq)), _entries(raw))
+
+    async def chat(self, order_id: str, before: int | None, limit: int) -> list[Entry]:
+        top = "+" if before is None else f"({max(1, before)}-0"
+        if before is not None and before <= 1:
+            return []
+        raw = await self._r.xrevrange(stream_key(order_id), top, "-", count=self.size)
+        chats = [e for e in _entries(raw) if e.event == CHAT_EVENT][:limit]
+        return chats[::-1]
+
+
+# --- memory -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Room:
+    epoch: str
+    seq: int = 0
+    expires_at: float = 0.0
+    entries: deque[Entry] = field(default_factory=deque)
+    ids: OrderedDict[str, int] = field(default_factory=OrderedDict)
+
+
+class MemoryHistory:
+    def __init__(self, *, size: int = HISTORY_SIZE, ttl: int = HISTORY_TTL_S) -> None:
+        self.size = size
+        self.ttl = ttl
+        self._rooms: dict[str, _Room] = {}
+
+    def _room(self, order_id: str) -> _Room:
+        now = time.time()
+        room = self._rooms.get(order_id)
+        if room is None or room.expires_at < now:
+            if len(self._rooms) > 10_000:
+                for key in [k for k, r in self._rooms.items() if r.expires_at < now]:
+                    del self._rooms[key]
+            room = self._rooms[order_id] = _Room(new_epoch(), entries=deque(maxlen=self.size))
+        room.expires_at = now + self.ttl
+        return room
+
+    async def append(
+        self, order_id: str, event: str, data: dict[str, Any], *, publish: bytes | None = None
+    ) -> tuple[Position, dict[str, Any], bool]:
+        room = self._room(order_id)
+        key = dedup_id(data)
+        if key and key in room.ids:
+            off = room.ids[key]
+            return Position(room.epoch, off), {**data, "offset": off, "epoch": room.epoch}, False
+        room.seq += 1
+        stamped = {**data, "offset": room.seq, "epoch": room.epoch}
+        room.entries.append(Entry(room.seq, event, stamped))
+        if key:
+            room.ids[key] = room.seq
+            while len(room.ids) > self.size * 4:
+                room.ids.popitem(last=False)
+        return Position(room.epoch, room.seq), stamped, True
+
+    async def recover(self, order_id: str, client: Position) -> Recovery:
+        room = self._room(order_id)
+        return decide(client, Position(room.epoch, room.seq), list(room.entries))
+
+    async def chat(self, order_id: str, before: int | None, limit: int) -> list[Entry]:
+        room = self._room(order_id)
+        chats = [e for e in room.entries if e.event == CHAT_EVENT and (before is None or e.offset < before)]
+        return chats[-limit:] if limit > 0 else []
