@@ -455,10 +455,14 @@ async def scenario_k(opts: Options) -> dict[str, Any]:
                 "from": start_ms,
             }
         )
+        spy = PySpy(procs[0].pid, opts.run_dir / "K-ours-pyspy.txt") if opts.profile else None
         t0 = time.monotonic()
         sent = await produce(kafka.bootstrap, topic, orders, opts.k_rate, opts.k_seconds)
         produce_s = time.monotonic() - t0
         res = await gen.read(opts.k_seconds + 60)
+        if spy is not None:
+            (opts.run_dir / "profile-K-ours.txt").write_text(spy.stop())
+            say(f"K ours: py-spy profile in {opts.run_dir / 'profile-K-ours.txt'}")
         cpu = servers.cpu_seconds(procs[0].pid) - cpu0
         hist = Histogram.from_json(res["hist"])
         out["ours"] = {

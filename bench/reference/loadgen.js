@@ -81,9 +81,12 @@ function connectOnce(url, ns, sub, role) {
   });
 }
 
-async function pool(items, limit, fn) {
+async function pool(items, limit, fn, prime = 0) {
   // Bounded concurrency: the server's accept backlog is finite and a SYN retry costs a second.
-  let i = 0;
+  // The first `prime` items go one by one: each server's first socket opens its pub/sub link
+  // before the crowd arrives (see docs/benchmarks.md, "first subscription race").
+  for (let k = 0; k < Math.min(prime, items.length); k++) await fn(items[k], k);
+  let i = Math.min(prime, items.length);
   const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
     while (i < items.length) {
       const k = i++;
@@ -93,11 +96,30 @@ async function pool(items, limit, fn) {
   await Promise.all(workers);
 }
 
-function subscribe(s, orderId) {
+let subscribeRetries = 0;
+
+async function subscribe(s, orderId) {
+  // UNAVAILABLE and RATE_LIMITED say "retry shortly": do so a few times, counting it.
+  for (let a = 1; ; a++) {
+    try {
+      return await subscribeOnce(s, orderId);
+    } catch (e) {
+      if (a >= 5 || !["UNAVAILABLE", "RATE_LIMITED", "TIMEOUT"].includes(e.code)) throw e;
+      subscribeRetries++;
+      await sleep(250 * a + Math.random() * 250);
+    }
+  }
+}
+
+function subscribeOnce(s, orderId) {
   return new Promise((resolve, reject) => {
     s.timeout(30000).emit("order:subscribe", { orderId }, (err, ack) => {
-      if (err) return reject(new Error(`order:subscribe ${orderId}: no ack`));
-      if (!ack || ack.ok !== true) return reject(new Error(`order:subscribe ${orderId}: ${JSON.stringify(ack)}`));
+      if (err) return reject(Object.assign(new Error(`order:subscribe ${orderId}: no ack`), { code: "TIMEOUT" }));
+      if (!ack || ack.ok !== true) {
+        const e = new Error(`order:subscribe ${orderId}: ${JSON.stringify(ack)}`);
+        e.code = ack && ack.error && ack.error.code;
+        return reject(e);
+      }
       resolve();
     });
   });
@@ -146,11 +168,16 @@ async function setupLocation() {
     subs.push({ url: urls[i % urls.length], ns: "/client", sub: o.customerId, role: "customer", orderId: o.orderId });
     subs.push({ url: urls[(i + 1) % urls.length], ns: "/admin", sub: o.adminId, role: "admin", orderId: o.orderId });
   }
-  await pool(subs, cfg.connectConcurrency || 100, async (x) => {
-    const s = await connect(x.url, x.ns, x.sub, x.role);
-    s.on("porter:location", (m) => record(m.timestamp));
-    await subscribe(s, x.orderId);
-  });
+  await pool(
+    subs,
+    cfg.connectConcurrency || 100,
+    async (x) => {
+      const s = await connect(x.url, x.ns, x.sub, x.role);
+      s.on("porter:location", (m) => record(m.timestamp));
+      await subscribe(s, x.orderId);
+    },
+    cfg.prime === false ? 0 : urls.length,
+  );
   const porters = new Array(cfg.orders.length);
   await pool(cfg.orders, cfg.connectConcurrency || 100, async (o, i) => {
     const p = await connect(urls[(i + 2) % urls.length], "/porter", o.porterId, "porter");
@@ -271,15 +298,20 @@ async function runConnections() {
 
 // ---- scenario K: order:status events from Kafka to subscribed customers ----------------------------
 async function setupStatus() {
-  await pool(cfg.orders, cfg.connectConcurrency || 100, async (o, i) => {
-    const s = await connect(cfg.urls[i % cfg.urls.length], "/client", o.customerId, "customer");
-    s.on("order:status", (m) => {
-      // occurredAt is when the producer built the event (ms epoch or an ISO-8601 string).
-      const t = typeof m.occurredAt === "number" ? m.occurredAt : Date.parse(m.occurredAt);
-      if (Number.isFinite(t)) record(t);
-    });
-    await subscribe(s, o.orderId);
-  });
+  await pool(
+    cfg.orders,
+    cfg.connectConcurrency || 100,
+    async (o, i) => {
+      const s = await connect(cfg.urls[i % cfg.urls.length], "/client", o.customerId, "customer");
+      s.on("order:status", (m) => {
+        // occurredAt is when the producer built the event (ms epoch or an ISO-8601 string).
+        const t = typeof m.occurredAt === "number" ? m.occurredAt : Date.parse(m.occurredAt);
+        if (Number.isFinite(t)) record(t);
+      });
+      await subscribe(s, o.orderId);
+    },
+    cfg.prime === false ? 0 : cfg.urls.length,
+  );
 }
 
 async function collect(cmd) {
@@ -311,6 +343,7 @@ async function main() {
       setupSeconds: (Date.now() - t0) / 1000,
       connectRetries,
       connectRefusals,
+      subscribeRetries,
     });
   }
 
