@@ -76,6 +76,16 @@ async def api_client(settings: OperatorSettings) -> tuple[ApiClient, Configurati
     return ApiClient(configuration=cfg), cfg
 
 
+async def _sleep(wake: asyncio.Event, stopped: Any, seconds: float) -> None:
+    """Until woken, stopped (kopf's flag: CR deleted, paused, operator exiting) or ``seconds`` pass."""
+    waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
 def _not_paused(body: kopf.Body, **_: Any) -> bool:
     return not is_paused(body)
 
@@ -151,8 +161,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
                             f"reconcile of {namespace}/{name} crashed; retrying at the next resync"
                         )
                     runtime.index_secrets(key, state.secret_names)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), _op_settings.resync_seconds)
+                await _sleep(wake, stopped, _op_settings.resync_seconds)
                 await asyncio.sleep(DEBOUNCE_SECONDS)  # coalesce a burst of watch events into one pass
         finally:
             runtime.wakeups.pop(key, None)
