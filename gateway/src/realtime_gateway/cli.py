@@ -14,6 +14,7 @@ from aiohttp import web
 
 from realtime_gateway.app import build_gateway, create_app
 from realtime_gateway.auth.verifier import mint_dev_token
+from realtime_gateway.ingest import emit_cli
 from realtime_gateway.observability.logs import configure_logging
 from realtime_gateway.observability.wiring import drain
 from realtime_gateway.settings import Settings, SettingsError, load_settings
@@ -90,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     token.add_argument("--sub", required=True, help="user id")
     token.add_argument("--role", required=True, choices=["customer", "porter", "admin", "service"])
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    emit_cli.add_parser(sub)
     args = parser.parse_args(argv)
 
     settings = _settings_or_exit()
@@ -106,5 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra["aud"] = settings.jwt_audience[0]
         print(mint_dev_token(secret, args.sub, args.role, ttl=args.ttl, **extra))
         return 0
+    if args.command == "emit-event":
+        return emit_cli.run(args, settings)
     _run(settings)
     return 0

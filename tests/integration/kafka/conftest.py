@@ -36,6 +36,11 @@ def uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def without_recovery(data: dict[str, Any]) -> dict[str, Any]:
+    """An order-room event minus the recovery stamps (``offset``, ``epoch``) the emitter adds."""
+    return {k: v for k, v in data.items() if k not in ("offset", "epoch")}
+
+
 async def eventually(probe: Callable[[], Awaitable[Any]], *, within: float, what: str) -> Any:
     """Poll an async probe until it returns something truthy; fail after ``within`` seconds."""
     deadline = time.monotonic() + within

@@ -1,0 +1,215 @@
+"""Delivery semantics through real gateways: duplicates and redelivery reach clients once, poison
+records never block a partition, and a broker outage flips readiness without touching sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from realtime_contract import Env
+from realtime_gateway.ingest.envelope import build_envelope
+from tests.integration.kafka.conftest import Deploy, KafkaDeployment, eventually, uid
+from tests.support.kafka_server import KafkaBroker
+from tests.support.procs import wait_until
+
+pytestmark = pytest.mark.integration
+
+QUIET = 0.7
+
+
+async def committed(d: KafkaDeployment, group: str, topic_key: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=d.broker.bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return sum(max(meta.offset, 0) for tp, meta in offsets.items() if tp.topic == d.topics[topic_key])
+
+
+async def partitions(d: KafkaDeployment, topic_key: str) -> list[TopicPartition]:
+    topic = d.topics[topic_key]
+    admin = AIOKafkaAdminClient(bootstrap_servers=d.broker.bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+
+
+async def end_offsets(d: KafkaDeployment, topic_key: str) -> int:
+    parts = await partitions(d, topic_key)
+    consumer = AIOKafkaConsumer(bootstrap_servers=d.broker.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+    finally:
+        await consumer.stop()
+    return sum(ends.values())
+
+
+async def rewind(d: KafkaDeployment, group: str, topic_key: str) -> None:
+    """Commit offset 0 for every partition: the state of a consumer that crashed before committing."""
+    parts = await partitions(d, topic_key)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=d.broker.bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        consumer.assign(parts)
+        await consumer.commit(dict.fromkeys(parts, 0))
+    finally:
+        await consumer.stop()
+
+
+async def test_the_same_event_produced_twice_reaches_each_client_once(kafka_deploy: Deploy) -> None:
+    d = await kafka_deploy(2)
+    customer, porter = uid("cust"), uid("porter")
+    order_id = await d.order(customer, porter)
+    c = await d.connect(customer, "customer", instance=0)
+    p = await d.connect(porter, "porter", instance=1)
+    await d.subscribe(c, order_id)
+    await d.subscribe(p, order_id)
+
+    envelope = build_envelope("order.status_changed", {"orderId": order_id, "status": "loading"})
+    for _ in range(2):  # a backend retrying its send
+        await d.produce_raw("orderEvents", orjson.dumps(envelope), order_id)
+    follow_up = await d.produce(
+        "orderEvents", "order.status_changed", {"orderId": order_id, "status": "on_the_way"}, key=order_id
+    )
+    for client in (c, p):
+        first = await client.next("order:status", timeout=20)
+        second = await client.next("order:status", timeout=20)
+        # Same partition, in order: the duplicate was dropped between the two.
+        assert (first["eventId"], second["eventId"]) == (envelope["eventId"], follow_up["eventId"])
+    await asyncio.sleep(QUIET)
+    assert c.pending("order:status") == [] and p.pending("order:status") == []
+
+
+async def test_a_consumer_restarted_before_commit_delivers_nothing_twice(kafka_deploy: Deploy) -> None:
+    # Instance 0 consumes in the test's group; instance 1 (where the clients are) in a group of
+    # its own, so instance 0 can be stopped and its group rewound while the clients stay connected.
+    d = await kafka_deploy(1)
+    client_group = uid("rtg-clients")
+    await d.start_gateways(1, **{Env.KAFKA_CONSUMER_GROUP: client_group})
+    customer, porter = uid("cust"), uid("porter")
+    order_id = await d.order(customer, porter)
+    c = await d.connect(customer, "customer", instance=1)
+    p = await d.connect(porter, "porter", instance=1)
+    await d.subscribe(c, order_id)
+    await d.subscribe(p, order_id)
+
+    statuses = ["accepted", "loading", "on_the_way"]
+    for status in statuses:
+        await d.produce(
+            "orderEvents", "order.status_changed", {"orderId": order_id, "status": status}, key=order_id
+        )
+    for client in (c, p):
+        assert [(await client.next("order:status", timeout=20))["status"] for _ in statuses] == statuses
+    total = await end_offsets(d, "orderEvents")
+
+    async def caught_up(group: str) -> bool:
+        return await committed(d, group, "orderEvents") == total
+
+    await eventually(lambda: caught_up(d.group), within=20, what="instance 0 committed everything")
+    await asyncio.to_thread(d.procs[0].stop)
+    await rewind(d, d.group, "orderEvents")
+    assert await committed(d, d.group, "orderEvents") == 0
+    # The restarted consumer reads every record again (committing as it goes); the Redis dedup
+    # drops them all, so no client sees a second copy.
+    await d.start_gateways(1)
+    await eventually(lambda: caught_up(d.group), within=30, what="restarted consumer re-read everything")
+    await asyncio.sleep(QUIET)
+    assert c.pending("order:status") == [] and p.pending("order:status") == []
+    # New events still flow, once each.
+    await d.produce(
+        "orderEvents", "order.status_changed", {"orderId": order_id, "status": "arrived"}, key=order_id
+    )
+    for client in (c, p):
+        assert (await client.next("order:status", timeout=20))["status"] == "arrived"
+    await asyncio.sleep(QUIET)
+    assert c.pending("order:status") == [] and p.pending("order:status") == []
+
+
+async def test_poison_records_are_skipped_and_the_next_event_is_delivered(kafka_deploy: Deploy) -> None:
+    d = await kafka_deploy(2)
+    customer = uid("cust")
+    order_id = await d.order(customer)
+    c = await d.connect(customer, "customer", instance=1)
+    await d.subscribe(c, order_id)
+
+    poison = [
+        b"\x00\x01 definitely not json",
+        orjson.dumps(
+            {**build_envelope("order.completed", {"orderId": order_id}), "type": "order.teleported"}
+        ),
+        orjson.dumps(
+            {
+                "eventId": uid("e"),
+                "type": "order.status_changed",
+                "occurredAt": "2026-01-01T00:00:00Z",
+                "payload": {"orderId": order_id},
+            }
+        ),
+        orjson.dumps({"type": "order.status_changed", "payload": {"orderId": order_id, "status": "x"}}),
+    ]
+    for value in poison:  # same key as the order: the same partition as the valid event after them
+        await d.produce_raw("orderEvents", value, order_id)
+    valid = await d.produce(
+        "orderEvents", "order.status_changed", {"orderId": order_id, "status": "picked_up"}, key=order_id
+    )
+    got = await c.next("order:status", timeout=20)
+    assert (got["eventId"], got["status"]) == (valid["eventId"], "picked_up")
+    total = await end_offsets(d, "orderEvents")
+
+    async def past_the_poison() -> bool:
+        return await committed(d, d.group, "orderEvents") == total
+
+    await eventually(past_the_poison, within=20, what="offsets committed past the poison")
+    await asyncio.sleep(QUIET)
+    assert c.pending("order:status") == []
+    logs = "".join(proc.tail(400) for proc in d.procs)
+    assert logs.count("skipping malformed record") == len(poison)
+    assert f"{d.topics['orderEvents']}/" in logs  # logged with topic/partition@offset
+
+
+async def test_broker_outage_flips_readiness_and_sockets_stay_up(
+    kafka_deploy: Deploy, kafka_fresh: KafkaBroker
+) -> None:
+    d = await kafka_deploy(1, broker=kafka_fresh)
+    gw = d.procs[0]
+    customer = uid("cust")
+    order_id = await d.order(customer)
+    c = await d.connect(customer, "customer")
+    await d.subscribe(c, order_id)
+    assert gw.readyz()[1]["checks"]["kafka"] is True
+
+    await asyncio.to_thread(kafka_fresh.stop)
+
+    def not_ready() -> dict[str, Any] | None:
+        status, body = gw.readyz()
+        return body if status == 503 else None
+
+    body = await asyncio.to_thread(wait_until, not_ready, timeout=30, what="/readyz 503 while Kafka is down")
+    assert body["checks"]["kafka"] is False and body["checks"].get("redis", True) is True
+    # Sockets are unaffected: still connected, Redis-backed calls still work.
+    assert c.connected
+    assert (await c.call("order:subscribe", {"orderId": order_id}))["ok"] is True
+    assert gw.proc.alive()
+
+    started = time.monotonic()
+    await asyncio.to_thread(kafka_fresh.start)
+    await asyncio.to_thread(gw.wait_ready, 60)
+    assert time.monotonic() - started < 90
+    await d.produce(
+        "orderEvents", "order.status_changed", {"orderId": order_id, "status": "resumed"}, key=order_id
+    )
+    assert (await c.next("order:status", timeout=30))["status"] == "resumed"
