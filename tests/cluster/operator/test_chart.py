@@ -10,6 +10,7 @@ import base64
 import secrets
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,16 @@ def test_chart_lints_clean(helm_bin: Path) -> None:
         "example.enabled=true",
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_chart_packages_with_its_crd(helm_bin: Path, tmp_path: Path) -> None:
+    out = helm(helm_bin, "package", str(CHART), "-d", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    (tgz,) = tmp_path.glob("realtime-gateway-operator-*.tgz")
+    with tarfile.open(tgz) as tar:
+        crd = tar.extractfile("realtime-gateway-operator/crds/realtimegateways.yaml")
+        assert crd is not None
+        assert crd.read() == (REPO / "crds" / "realtimegateways.yaml").read_bytes()
 
 
 @pytest.mark.parametrize(
