@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import servers
-from bench.scenarios import SCENARIOS, Options, report, say
+from bench.scenarios import SCENARIOS, Options, report, say, steps_table
 
 RESULTS_DIR = servers.REPO / "bench" / "results"
 DEFAULT_RATES = [1000, 2500, 5000, 7500, 10000, 12500, 15000, 20000, 25000]
@@ -153,10 +153,15 @@ async def amain(args: argparse.Namespace) -> int:
     }
     text = report(results)
     doc["table"] = text
+    steps = steps_table(results)
+    doc["steps_table"] = steps
     out = args.out or RESULTS_DIR / f"{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2))
     print()
+    if steps:
+        print(steps)
+        print()
     print(text)
     print(f"\nJSON: {out}   logs: {run_dir}   total {doc['seconds']}s")
     return 0

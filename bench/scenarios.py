@@ -503,10 +503,14 @@ SCENARIOS: dict[str, Callable[[Options], Any]] = {
 
 # ---- the report ------------------------------------------------------------------------------
 def _g(d: Any, *path: str) -> Any:
+    """``d[path[0]][path[1]]…``; a digit string indexes a list; None where anything is missing."""
     for p in path:
-        if not isinstance(d, dict) or p not in d:
+        if isinstance(d, list) and p.isdigit() and int(p) < len(d):
+            d = d[int(p)]
+        elif isinstance(d, dict) and p in d:
+            d = d[p]
+        else:
             return None
-        d = d[p]
     return d
 
 
@@ -541,6 +545,13 @@ def report(results: dict[str, Any]) -> str:
                 "L embedded: peak deliveries/s (any step)",
                 _g(l_res, "ours", "peak", "deliveries_per_s"),
                 _g(l_res, "reference", "peak", "deliveries_per_s"),
+            )
+        )
+        rows.append(
+            _ratio_row(
+                "L embedded: server CPU us per delivery, first step (lower is better)",
+                _g(l_res, "ours", "steps", "0", "server_us_per_delivery"),
+                _g(l_res, "reference", "steps", "0", "server_us_per_delivery"),
             )
         )
         rows.append(
@@ -585,6 +596,13 @@ def report(results: dict[str, Any]) -> str:
             three = _g(x_res, t, "3", "best", "deliveries_per_s")
             scal[t] = three / one if one and three is not None else None
         rows.append(["X: scaling 3 vs 1 process", fmt(scal["ours"], 2), fmt(scal["reference"], 2), ""])
+        rows.append(
+            _ratio_row(
+                "X redis, 1 process: server CPU us per delivery, first step",
+                _g(x_res, "ours", "1", "steps", "0", "server_us_per_delivery"),
+                _g(x_res, "reference", "1", "steps", "0", "server_us_per_delivery"),
+            )
+        )
     k_res = results.get("K")
     if k_res:
         ours = k_res.get("ours", {})
@@ -615,3 +633,37 @@ def loadgen_cpu_max(results: dict[str, Any]) -> float | None:
 
     walk(results)
     return max(values) if values else None
+
+
+def steps_table(results: dict[str, Any]) -> str:
+    """Every L/X step of every run, for the record beside the summary."""
+    runs: list[tuple[str, Any]] = []
+    for t, run in (results.get("L") or {}).items():
+        runs.append((f"L {t}", run))
+    for t, by_n in (results.get("X") or {}).items():
+        if isinstance(by_n, dict):
+            for n, run in by_n.items():
+                runs.append((f"X{n} {t}", run))
+    rows: list[list[str]] = []
+    for name, run in runs:
+        for st in (run or {}).get("steps", []) if isinstance(run, dict) else []:
+            rows.append(
+                [
+                    name,
+                    fmt(st["rate"]),
+                    fmt(st["deliveries_per_s"]),
+                    fmt(st["p50_ms"]),
+                    fmt(st["p95_ms"]),
+                    fmt(st["p99_ms"]),
+                    f"{st['loss']:.4f}",
+                    fmt(st["server_cpu_pct"]),
+                    fmt(st.get("server_us_per_delivery")),
+                    fmt(st.get("redis_cpu_pct")),
+                    fmt(st["loadgen_cpu_pct"]),
+                ]
+            )
+    if not rows:
+        return ""
+    headers = ["run", "upd/s", "deliv/s", "p50", "p95", "p99", "loss"]
+    headers += ["srv cpu%", "us/deliv", "redis%", "gen cpu%"]
+    return table(headers, rows)

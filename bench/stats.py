@@ -88,6 +88,13 @@ class StepResult:
     def incoming_per_s(self) -> float:
         return self.sent / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def server_us_per_delivery(self) -> float | None:
+        """Server CPU per delivered message: robust to a noisy machine where latency is not."""
+        if self.server_cpu_s is None or self.received == 0:
+            return None
+        return 1e6 * self.server_cpu_s / self.received
+
     def held(self, p99_limit_ms: float) -> bool:
         """Held: nothing lost, the generator sent what it meant to, and p99 within the limit."""
         p99 = self.hist.percentile(99)
@@ -119,6 +126,9 @@ class StepResult:
                 round(100 * self.server_cpu_s / self.seconds, 1)
                 if self.server_cpu_s is not None and self.seconds
                 else None
+            ),
+            "server_us_per_delivery": (
+                round(self.server_us_per_delivery, 1) if self.server_us_per_delivery is not None else None
             ),
             "redis_cpu_pct": (
                 round(100 * self.redis_cpu_s / self.seconds, 1)

@@ -72,6 +72,7 @@ def test_summary_rates() -> None:
     assert s["p99_ms"] == 90.0
     assert s["loadgen_cpu_pct"] == 25.0
     assert s["server_cpu_pct"] == 50.0
+    assert s["server_us_per_delivery"] == 50.0  # 1 s of CPU over 20,000 deliveries
 
 
 def test_ratio_and_format() -> None:
