@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
-from aiokafka.errors import KafkaError, for_code
+from aiokafka.errors import InvalidPartitionsError, KafkaError, for_code
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,12 @@ async def _ensure(
     counts = _partition_counts(await admin.describe_topics(present)) if present else {}
     small = {t: n for t, n in counts.items() if n < min_partitions}
     if small:
-        await admin.create_partitions({t: NewPartitions(total_count=min_partitions) for t in small})
+        try:
+            await admin.create_partitions({t: NewPartitions(total_count=min_partitions) for t in small})
+        except InvalidPartitionsError as exc:
+            # Metadata lags a recent change: the topic may already have the partitions it reported lacking.
+            if "already has" not in str(exc):
+                raise
     partitions = {t: max(counts.get(t, min_partitions), min_partitions) for t in topics}
     msg = f"{len(topics)} topics with >= {min_partitions} partitions"
     return TopicsResult(True, msg, partitions, tuple(missing), tuple(sorted(small)))

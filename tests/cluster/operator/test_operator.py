@@ -197,9 +197,13 @@ def test_sample_cr_yields_every_child_and_becomes_ready(
     # Kafka wiring: the four topics exist with partitions >= replicas.max.
     kt = condition(obj, "KafkaTopics")
     assert kt["status"] == "True", kt
-    parts = asyncio.run(topic_partitions(kafka_broker.bootstrap, list(topics.values())))
-    assert parts == dict.fromkeys(topics.values(), 5)
-    assert st["topics"] == parts
+    want = dict.fromkeys(topics.values(), 5)
+    wait_for(
+        lambda: asyncio.run(topic_partitions(kafka_broker.bootstrap, list(topics.values()))) == want,
+        "the broker's metadata shows the four topics with 5 partitions",
+        timeout=30,
+    )
+    assert st["topics"] == want
 
     # Events on the CR for each child change.
     reasons = {e["reason"] for e in events(kube, ns)}
