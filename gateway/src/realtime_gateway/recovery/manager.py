@@ -112,6 +112,13 @@ class HoldingManager(RoomFanoutManager):
                 return
         await super()._deliver(room, event, data, namespaces, skip_sid, sent_at)
 
+    def stats(self) -> dict[str, Any]:
+        return {
+            **super().stats(),
+            "gapsFilled": self.gaps_filled,
+            "duplicatesDropped": self.duplicates_dropped,
+        }
+
     # --- per-room sequencing of bus messages ---------------------------------------------------
     async def _sync(self, room: str | None) -> None:
         await super()._sync(room)
