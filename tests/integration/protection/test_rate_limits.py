@@ -37,7 +37,7 @@ async def test_flood_of_120_from_one_user_on_two_instances_gets_exactly_100(stac
     limited = [x for x in acks if x.get("ok") is not True]
     assert all(0 < x["error"]["retryAfterMs"] <= 600 for x in limited)
     # Each refusal is mirrored by an `error` event on the socket that sent it.
-    errors = []
+    errors: list[dict[str, object]] = []
     for client in (ca, cb):
         while len(errors) < 20:
             try:

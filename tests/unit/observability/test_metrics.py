@@ -4,7 +4,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from realtime_contract import Metric
-from realtime_gateway.observability.metrics import OTHER, GatewayMetrics
+from realtime_gateway.observability.metrics import (
+    AUTH_REASONS,
+    OTHER,
+    RATE_CLASSES,
+    REFUSAL_REASONS,
+    GatewayMetrics,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -71,9 +77,13 @@ def test_label_values_are_bounded() -> None:
     assert {tuple(sorted(s[1].items())) for s in fams["realtime_messages_received"]} == {
         (("event", OTHER), ("namespace", OTHER))
     }
-    assert {s[1]["reason"] for s in fams["realtime_authentication_errors"]} == {OTHER}
-    assert {s[1]["reason"] for s in fams["realtime_connection_refusals"]} == {OTHER}
-    assert {s[1]["class"] for s in fams["realtime_rate_limited"]} == {OTHER}
+    # Known values are pre-created at 0; everything unknown landed in "other".
+    reasons = {s[1]["reason"]: s[2] for s in fams["realtime_authentication_errors"]}
+    assert set(reasons) == AUTH_REASONS | {OTHER} and reasons[OTHER] == 50
+    refusals = {s[1]["reason"]: s[2] for s in fams["realtime_connection_refusals"]}
+    assert set(refusals) == REFUSAL_REASONS | {OTHER} and refusals[OTHER] == 50
+    classes = {s[1]["class"]: s[2] for s in fams["realtime_rate_limited"]}
+    assert set(classes) == RATE_CLASSES | {OTHER} and classes[OTHER] == 50
     assert {s[1]["reason"] for s in fams["realtime_disconnections"]} == {OTHER}
 
 

@@ -56,7 +56,7 @@ SERVER_EVENTS: Final = frozenset(
 )
 RATE_CLASSES: Final = frozenset({"general", "location", "chat", "connect"})
 AUTH_REASONS: Final = frozenset(
-    {"AUTH_REQUIRED", "AUTH_INVALID", "AUTH_EXPIRED", "FORBIDDEN_NAMESPACE", "SERVICE_AUTH"}
+    {"AUTH_REQUIRED", "AUTH_INVALID", "AUTH_EXPIRED", "FORBIDDEN_NAMESPACE"}
 )
 REFUSAL_REASONS: Final = frozenset(
     {"CAPACITY", "RATE_LIMITED", "DRAINING", "HANDSHAKE_TIMEOUT", "PAYLOAD_TOO_LARGE"}
@@ -182,6 +182,16 @@ class GatewayMetrics:
         self.draining = Gauge(Metric.DRAINING, "1 while this instance drains", registry=r)
         self.cpu_limit = Gauge(Metric.CPU_LIMIT_CORES, "CPU cores available to this process", registry=r)
         self.cpu_limit.set(cpu_limit_cores())
+        # Known label values start at 0, so every series exists from the first scrape on
+        # (rate() and absent() behave, and dashboards show 0 instead of "no data").
+        for ns in NAMESPACE_ROLES:
+            self.active_connections.labels(ns)
+        for reason in sorted(AUTH_REASONS):
+            self.auth_errors.labels(reason)
+        for reason in sorted(REFUSAL_REASONS):
+            self.connection_refusals.labels(reason)
+        for event_class in sorted(RATE_CLASSES):
+            self.rate_limited.labels(event_class)
 
     # --- convenience used by the handlers ------------------------------------------------------
     def connected(self, namespace: str) -> None:

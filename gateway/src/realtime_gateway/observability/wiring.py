@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 from opentelemetry import trace
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from realtime_contract import NAMESPACE_ROLES
 from realtime_gateway.limits import (
@@ -119,6 +119,8 @@ def instrument_redis(client: Any, metrics: GatewayMetrics) -> None:
         op = _op_label(args[0]) if args else "other"
         try:
             result = await execute(*args, **options)
+        except NoScriptError:
+            raise  # redis-py loads the script and retries: part of the normal EVALSHA protocol
         except RedisError:
             metrics.redis_errors.labels(op).inc()
             raise
