@@ -55,9 +55,7 @@ SERVER_EVENTS: Final = frozenset(
     }
 )
 RATE_CLASSES: Final = frozenset({"general", "location", "chat", "connect"})
-AUTH_REASONS: Final = frozenset(
-    {"AUTH_REQUIRED", "AUTH_INVALID", "AUTH_EXPIRED", "FORBIDDEN_NAMESPACE"}
-)
+AUTH_REASONS: Final = frozenset({"AUTH_REQUIRED", "AUTH_INVALID", "AUTH_EXPIRED", "FORBIDDEN_NAMESPACE"})
 REFUSAL_REASONS: Final = frozenset(
     {"CAPACITY", "RATE_LIMITED", "DRAINING", "HANDSHAKE_TIMEOUT", "PAYLOAD_TOO_LARGE"}
 )

@@ -256,7 +256,9 @@ def install_operations(gateway: Gateway, app: web.Application) -> Operations:
         if event != "order:subscribe":
             return None
         order_id = data.get("orderId") if isinstance(data, dict) else None
-        if (isinstance(order_id, str) and order_id in conn.orders) or gate.allow_subscription(len(conn.orders)):
+        if isinstance(order_id, str) and order_id in conn.orders:
+            return None  # already held: not a new subscription
+        if gate.allow_subscription(len(conn.orders)):
             return None
         return err(LIMIT_EXCEEDED, f"at most {config.max_subscriptions} subscriptions per socket")
 
