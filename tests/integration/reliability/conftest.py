@@ -9,7 +9,7 @@ import aiohttp
 
 from realtime_contract import EVENTS_API_PATH
 from realtime_gateway.ingest.envelope import build_envelope
-from tests.integration.gateway.conftest import (  # noqa: F401 - fixtures re-exported
+from tests.integration.gateway.conftest import (
     ROLE_NAMESPACE,
     Deployer,
     Deployment,
@@ -20,6 +20,9 @@ from tests.integration.gateway.conftest import (  # noqa: F401 - fixtures re-exp
 )
 from tests.support.gateway_fixtures import mint_token
 from tests.support.sio import SioClient
+
+# Fixtures of the gateway deployments, re-exported for this directory's tests.
+__all__ = ["Deployer", "Deployment", "deployer", "multi_kind", "single_kind", "uid"]
 
 SERVICE_TOKEN_SUBJECT = "backend"
 

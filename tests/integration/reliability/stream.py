@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,7 +167,7 @@ class Stream:
                 self.notes.append(f"produce retry: {exc!r}"[:120])
                 await asyncio.sleep(0.5)
 
-    async def produce(self, fault_at: int, fault: Callable[[], Awaitable[None]]) -> float:
+    async def produce(self, fault_at: int, fault: Callable[[], Coroutine[Any, Any, None]]) -> float:
         """Produce every event at ``rate``; run ``fault`` (in the background) after ``fault_at``."""
         started = time.monotonic()
         fault_task: asyncio.Task[None] | None = None

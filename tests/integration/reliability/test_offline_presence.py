@@ -52,7 +52,7 @@ async def test_user_offline_during_five_notifications_gets_all_five_once(
     if d.redis is not None:  # acknowledged deliveries are removed from the queue
 
         async def emptied() -> bool:
-            return await d.redis.exists(queue_key(user), queue_key(porter)) == 0
+            return bool(await d.redis.exists(queue_key(user), queue_key(porter)) == 0)
 
         await eventually(emptied, timeout=5, what="offline queues emptied by the acks")
 

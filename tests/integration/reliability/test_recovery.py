@@ -107,10 +107,7 @@ async def test_chat_history_members_only(deployer: Deployer, single_kind: str) -
         assert ack["ok"] is True, ack
     await post_events(d.urls[0], [status_event(order_id, 1)])  # not a chat message: never in chat:history
 
-    async def history() -> dict:
-        return await p.call("chat:history", {"orderId": order_id, "limit": 3})
-
-    page = await history()
+    page = await p.call("chat:history", {"orderId": order_id, "limit": 3})
     assert page["ok"] is True and [m["text"] for m in page["messages"]] == ["m2", "m3", "m4"]
     assert page["hasMore"] is True
     older = await c.call("chat:history", {"orderId": order_id, "before": page["messages"][0]["offset"]})

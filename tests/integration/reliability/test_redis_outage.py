@@ -1,0 +1,77 @@
+"""Redis down with sockets open: the breaker answers UNAVAILABLE fast, /readyz is false, the
+sockets stay connected; Redis back (here after a crash that lost every key): live sockets'
+state is written again, a fresh reconnect token is sent, and fan-out resumes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from redis.asyncio import Redis
+
+from realtime_contract import Env
+from realtime_gateway.state import keys
+from realtime_gateway.state.redis_store import RedisOrderAccessStore
+from tests.integration.gateway.helpers import eventually
+from tests.integration.reliability.conftest import LoggingClient, post_events, status_event, uid
+from tests.support.gateway_fixtures import GatewayFactory, mint_token
+from tests.support.procs import wait_until
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+async def test_breaker_readiness_and_rebuild_after_a_redis_crash(
+    redis_fresh: RedisServer, gateway_factory: GatewayFactory
+) -> None:
+    gateways = [gateway_factory(name=f"outage-gw{i}", **{Env.REDIS_URL: redis_fresh.url}) for i in range(2)]
+    customer = uid("cust")
+    order_id = uid("order")
+    redis = Redis.from_url(redis_fresh.url, decode_responses=True)
+    try:
+        await RedisOrderAccessStore(redis).record_created(order_id, customer)
+        c = LoggingClient(gateways[0].url, "/client")
+        await c.connect(token=mint_token(customer, "customer"))
+        first_token = (await c.next("session"))["reconnectToken"]
+        assert (await c.call("order:subscribe", {"orderId": order_id}))["ok"] is True
+
+        await asyncio.to_thread(redis_fresh.kill)
+        for gw in gateways:
+            await asyncio.to_thread(
+                wait_until, lambda gw=gw: gw.readyz()[0] == 503, timeout=5, what=f"{gw.name} not ready"
+            )
+        started = time.monotonic()
+        ack = await c.call("order:subscribe", {"orderId": order_id}, timeout=5)
+        assert ack["ok"] is False and ack["error"]["code"] == "UNAVAILABLE", ack
+        assert time.monotonic() - started < 1.0  # answered by the breaker, not after a timeout
+        assert c.connected
+
+        await asyncio.to_thread(redis_fresh.start)
+        await redis.aclose()  # its connection died with the server
+        redis = Redis.from_url(redis_fresh.url, decode_responses=True)
+        for gw in gateways:
+            await asyncio.to_thread(gw.wait_ready, 15)
+        # Redis lost everything: the socket's state is back, with a new reconnect token.
+        session = await c.next("session", timeout=10)
+        assert session["reconnectToken"] != first_token and session["subscriptions"] == [order_id]
+
+        async def registered() -> bool:
+            return bool(await redis.sismember(keys.user_socket(customer), c.sio.namespaces[c.namespace]))
+
+        await eventually(registered, timeout=5, what="socket registered again")
+        assert await redis.sismember(keys.order_subscription(order_id), c.sio.namespaces[c.namespace])
+
+        # Fan-out resumed on the re-subscribed channel (order access comes back from the backend).
+        await RedisOrderAccessStore(redis).record_created(order_id, customer)
+        await post_events(gateways[1].url, [status_event(order_id, 1)])
+        got = await c.next("order:status", timeout=10)
+        assert got["seq"] == 1
+        # The new token restores the subscription on the other instance.
+        await c.disconnect()
+        c2 = LoggingClient(gateways[1].url, "/client")
+        await c2.connect(auth={"reconnectToken": session["reconnectToken"]})
+        assert (await c2.next("session"))["subscriptions"] == [order_id]
+        await c2.disconnect()
+    finally:
+        await redis.aclose()
