@@ -343,9 +343,11 @@ async def drain(gateway: Gateway, app: web.Application) -> None:
     spread = max(0.0, (deadline - time.monotonic()) * 0.5)
     await ops.websockets.close_all(WS_SERVICE_RESTART, "server draining", spread)
     # Long-polling sessions have no socket to close: end their Engine.IO session.
+    # Bounded: closing a session waits for its queue to be polled, which an abandoned client never does.
     for eio_sid in list(gateway.sio.eio.sockets):
         with contextlib.suppress(Exception):
-            await gateway.sio.eio.disconnect(eio_sid)
+            left = max(0.05, deadline - time.monotonic())
+            await asyncio.wait_for(gateway.sio.eio.disconnect(eio_sid), left)
     await _until(lambda: not handlers.conns, deadline)
     for sid, conn in list(handlers.conns.items()):
         with contextlib.suppress(Exception):
