@@ -39,6 +39,8 @@ class GatewayProcess:
             Env.PORT: str(self.port),
             Env.INSTANCE_ID: name,
             Env.LOG_LEVEL: "info",
+            # Short drain so teardown does not wait out clients a test left connected.
+            Env.DRAIN_SECONDS: "2",
             **env,
         }
         self.proc = ManagedProcess(
