@@ -75,7 +75,7 @@ def tls_gateway(tmp_path: Path, redis_url: str) -> Iterator[tuple[str, ssl.SSLCo
 
     def ready() -> bool:
         with urllib.request.urlopen(url + "/readyz", context=trust, timeout=2) as resp:
-            return resp.status == 200
+            return bool(resp.status == 200)
 
     try:
         wait_until(ready, timeout=30, what="TLS gateway /readyz", proc=proc)
