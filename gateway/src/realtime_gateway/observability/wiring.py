@@ -341,12 +341,17 @@ async def drain(gateway: Gateway, app: web.Application) -> None:
     await asyncio.sleep(min(2.0, budget * 0.25))
     # Spread the closes over half of what is left so the other instances are not stampeded.
     spread = max(0.0, (deadline - time.monotonic()) * 0.5)
-    await ops.websockets.close_all(WS_SERVICE_RESTART, "server draining", spread)
+    closed = await ops.websockets.close_all(WS_SERVICE_RESTART, "server draining", spread)
+    # Closed WebSockets end their Engine.IO sessions on their own; give that a moment.
+    await _until(lambda: not handlers.conns, min(deadline, time.monotonic() + 1.0))
+    log.info("drain: websockets closed", extra={"closed": closed, "left": len(handlers.conns)})
     # Long-polling sessions have no socket to close: end their Engine.IO session.
     # Bounded: closing a session waits for its queue to be polled, which an abandoned client never does.
-    for eio_sid in list(gateway.sio.eio.sockets):
+    for eio_sid, eio_socket in list(gateway.sio.eio.sockets.items()):
+        if getattr(eio_socket, "upgraded", False) or getattr(eio_socket, "closed", False):
+            continue  # a WebSocket session: its transport was closed above
         with contextlib.suppress(Exception):
-            left = max(0.05, deadline - time.monotonic())
+            left = max(0.05, min(1.0, deadline - time.monotonic()))
             await asyncio.wait_for(gateway.sio.eio.disconnect(eio_sid), left)
     await _until(lambda: not handlers.conns, deadline)
     for sid, conn in list(handlers.conns.items()):
