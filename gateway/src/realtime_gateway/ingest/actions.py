@@ -17,6 +17,7 @@ from realtime_gateway.auth import authz
 from realtime_gateway.ingest import envelope as ev
 from realtime_gateway.ingest.dispatch import CHAT_TYPING, JOB_OFFER_CLOSED, Dispatcher
 from realtime_gateway.ingest.ports import Emitter, EventSink, OfferDecision, OfferOutcome, OfferStore
+from realtime_gateway.observability.logs import current_correlation_id
 from realtime_gateway.state.base import OrderAccessStore
 from realtime_gateway.transport.acks import Ack, ErrorCode, err, ok
 from realtime_gateway.transport.handlers import Conn
@@ -84,6 +85,8 @@ class IngestActions:
                 "sentAt": sent_at,
                 "clientMessageId": payload.clientMessageId,
             },
+            # The socket event's id, so its logs and the consumers' share one correlation id.
+            correlation_id=current_correlation_id(),
         )
         try:
             if self._sink is not None:

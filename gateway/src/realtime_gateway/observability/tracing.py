@@ -12,6 +12,8 @@ one process (tests) without sharing exporters.
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Final
 
@@ -23,6 +25,10 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from realtime_gateway.observability.logs import correlation
+
+log = logging.getLogger(__name__)
 
 TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"
@@ -148,8 +154,20 @@ class Tracing:
         }
         if correlation_id:
             attrs[CORRELATION_ATTR] = correlation_id
-        with self._span(f"{topic} process", SpanKind.CONSUMER, attrs, parent) as span:
+        started = time.perf_counter()
+        # The record is a flow of its own: its logs carry its correlation id (a fresh one if none).
+        with (
+            correlation(correlation_id),
+            self._span(f"{topic} process", SpanKind.CONSUMER, attrs, parent) as span,
+        ):
             yield span
+            log.debug(
+                "processed %s/%d@%d",
+                topic,
+                partition,
+                offset,
+                extra={"topic": topic, "ms": round((time.perf_counter() - started) * 1000, 2)},
+            )
 
     @contextlib.contextmanager
     def kafka_produce_span(self, topic: str, *, correlation_id: str | None = None) -> Iterator[Span]:
