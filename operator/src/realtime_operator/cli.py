@@ -29,7 +29,10 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorSettings:
     )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--resync-seconds", type=float, default=30.0, help="drift repair / status refresh period")
-    p.add_argument("--kafka-retry-seconds", type=float, default=30.0)
+    p.add_argument(
+        "--kafka-retry-seconds", type=float, default=30.0, help="retry period after a topic failure"
+    )
+    p.add_argument("--kafka-recheck-seconds", type=float, default=300.0, help="recheck period after success")
     p.add_argument("--kafka-timeout-seconds", type=float, default=15.0)
     a = p.parse_args(argv)
     return OperatorSettings(
@@ -39,6 +42,7 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorSettings:
         log_level=a.log_level,
         resync_seconds=a.resync_seconds,
         kafka_retry_seconds=a.kafka_retry_seconds,
+        kafka_recheck_seconds=a.kafka_recheck_seconds,
         kafka_timeout_seconds=a.kafka_timeout_seconds,
     )
 

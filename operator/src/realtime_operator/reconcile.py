@@ -94,9 +94,13 @@ async def _kafka(
             password=_b64(data.get("password")),
         )
     key = (k.bootstrap_servers, tuple(k.topics.names()), want, k.replication_factor, auth)
-    fresh = time.monotonic() - state.kafka_checked_at < settings.kafka_retry_seconds
-    if state.kafka_key == key and state.kafka_result is not None and (state.kafka_result.ok or fresh):
-        return state.kafka_result
+    # A success is trusted for a while (a deleted topic comes back at the next recheck), a failure
+    # only until the retry period has passed; a changed key (servers, topics, size) checks at once.
+    age = time.monotonic() - state.kafka_checked_at
+    last = state.kafka_result
+    trusted_for = settings.kafka_recheck_seconds if last and last.ok else settings.kafka_retry_seconds
+    if state.kafka_key == key and last is not None and age < trusted_for:
+        return last
     result = await ensure_topics(
         k.bootstrap_servers,
         k.topics.names(),

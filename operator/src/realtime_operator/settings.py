@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -16,8 +16,9 @@ class OperatorSettings:
     resync_seconds: float = 30.0
     # How long a failed Kafka topic check is trusted before it is retried.
     kafka_retry_seconds: float = 30.0
+    # How long a successful Kafka topic check is trusted before topics are checked again.
+    kafka_recheck_seconds: float = 300.0
     kafka_timeout_seconds: float = 15.0
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def clusterwide(self) -> bool:

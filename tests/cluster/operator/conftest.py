@@ -44,6 +44,7 @@ def start_operator(kubeconfig: Path, log_dir: Path, *scope: str) -> ManagedProce
             f"--liveness=http://127.0.0.1:{port}/healthz",
             f"--resync-seconds={RESYNC_SECONDS}",
             "--kafka-retry-seconds=5",
+            "--kafka-recheck-seconds=5",
             "--kafka-timeout-seconds=10",
             "--log-level=DEBUG",
         ],

@@ -206,8 +206,50 @@ def test_sample_cr_yields_every_child_and_becomes_ready(
     assert st["topics"] == want
 
     # Events on the CR for each child change.
-    reasons = {e["reason"] for e in events(kube, ns)}
-    assert {"ChildCreated", "ReadyTrue"} <= reasons, reasons
+    wait_for(
+        lambda: {"ChildCreated", "ReadyTrue"} <= {e["reason"] for e in events(kube, ns)},
+        "ChildCreated and ReadyTrue Events on the CR",
+        timeout=30,
+    )
+
+
+def test_a_deleted_kafka_topic_is_recreated(
+    kube: KubeCluster,
+    operator: ManagedProcess,
+    kube_namespace: str,
+    jwt_secret: str,
+    kafka_broker: KafkaBroker,
+) -> None:
+    ns = kube_namespace
+    prefix = unique_name("rtg")
+    topics = {
+        k: f"{prefix}-{k.lower()}"
+        for k in ("orderEvents", "porterEvents", "notificationEvents", "chatEvents")
+    }
+    apply(kube, sample(ns, kafka={"bootstrapServers": kafka_broker.bootstrap, "topics": topics}))
+    wait_ready(kube, ns)
+    victim = topics["chatEvents"]
+
+    async def delete_topic() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([victim])
+        finally:
+            await admin.close()
+
+    asyncio.run(delete_topic())
+    wait_for(
+        lambda: asyncio.run(topic_partitions(kafka_broker.bootstrap, [victim])) == {victim: 5},
+        f"topic {victim} recreated with 5 partitions by the periodic recheck",
+        timeout=60,
+    )
+
+    def created_twice() -> bool:  # once at first, once after the deletion (events are posted async)
+        found = [e for e in events(kube, ns) if e["reason"] == "KafkaTopicCreated" and victim in e["message"]]
+        return len(found) >= 2
+
+    wait_for(created_twice, f"two KafkaTopicCreated events for {victim}", timeout=30)
 
 
 def test_secret_and_config_changes_roll_the_deployment(
@@ -291,8 +333,11 @@ def test_deleted_or_edited_children_are_repaired(
         timeout=30,
     )
     wait_ready(kube, ns)
-    reasons = {e["reason"] for e in events(kube, ns)}
-    assert "ChildCreated" in reasons and "ChildUpdated" in reasons, reasons
+    wait_for(
+        lambda: {"ChildCreated", "ChildUpdated"} <= {e["reason"] for e in events(kube, ns)},
+        "ChildCreated and ChildUpdated Events on the CR",
+        timeout=30,
+    )
 
 
 def test_deleting_the_cr_garbage_collects_children(
