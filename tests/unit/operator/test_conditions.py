@@ -78,3 +78,18 @@ def test_merge_keeps_transition_time_and_changed_lists_flips() -> None:
     times = {x["type"]: x["lastTransitionTime"] for x in second}
     assert times["Ready"] == "T2" and times["Degraded"] == "T1"
     assert "Ready" in c.changed(first, second) and "Degraded" not in c.changed(first, second)
+
+
+def test_keda_requested_but_not_installed_degrades() -> None:
+    missing = {"ScaledObject": "the cluster does not serve keda.sh/v1alpha1 ScaledObject"}
+    conds = by_type(c.conditions(c.Observed(1, deployment=dep(2), missing=missing)))
+    assert conds["Degraded"]["status"] == "True" and conds["Degraded"]["reason"] == "DependencyMissing"
+    assert "keda.sh" in conds["Degraded"]["message"]
+    assert conds["Monitoring"]["status"] == "True"
+
+
+def test_paused_keeps_other_conditions() -> None:
+    before = c.merge([], c.conditions(c.Observed(3, deployment=dep(2))), "T1")
+    after = by_type(c.merge(before, c.paused(before, 3, "realtime.movenow.io/paused"), "T2"))
+    assert after["Paused"]["status"] == "True" and after["Paused"]["lastTransitionTime"] == "T2"
+    assert after["Ready"]["status"] == "True" and after["Ready"]["lastTransitionTime"] == "T1"
