@@ -39,6 +39,7 @@ LOCATION_MAX_SKEW_ENV = "RTG_LOCATION_MAX_SKEW_SECONDS"
 JWT_LEEWAY_ENV = "RTG_JWT_LEEWAY_SECONDS"
 JWKS_COOLDOWN_ENV = "RTG_JWT_JWKS_REFRESH_COOLDOWN_SECONDS"
 DEV_PAGE_ENV = "RTG_DEV_PAGE"
+REDIS_TLS_CA_FILE_ENV = "RTG_REDIS_TLS_CA_FILE"
 
 
 class SettingsError(ValueError):
@@ -60,6 +61,8 @@ class RedisEndpoint(BaseModel):
     username: str | None
     password: str | None
     db: int
+    # With rediss://: a CA bundle to verify the servers with (default: the system's CA store).
+    tls_ca_file: str | None = None
 
     def url_for(self, host: str, port: int) -> str:
         """A plain redis-py URL for one node, with the same credentials and TLS."""
@@ -129,6 +132,7 @@ class Settings(BaseModel):
     redis_url: str | None = Field(default=None, validation_alias=Env.REDIS_URL)
     redis_mode: RedisMode = Field(default="standalone", validation_alias=Env.REDIS_MODE)
     redis_sentinel_master: str | None = Field(default=None, validation_alias=Env.REDIS_SENTINEL_MASTER)
+    redis_tls_ca_file: Path | None = Field(default=None, validation_alias=REDIS_TLS_CA_FILE_ENV)
 
     kafka_bootstrap_servers: str | None = Field(default=None, validation_alias=Env.KAFKA_BOOTSTRAP_SERVERS)
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
@@ -262,6 +266,13 @@ class Settings(BaseModel):
             raise ValueError("must be PEM text or the path of a readable PEM file")
         return path.read_text()
 
+    @field_validator("redis_tls_ca_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("must be the path of a readable file")
+        return value
+
     @field_validator("jwt_jwks_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -309,7 +320,12 @@ class Settings(BaseModel):
 
     @property
     def redis_endpoint(self) -> RedisEndpoint | None:
-        return parse_redis_url(self.redis_url) if self.redis_url else None
+        if not self.redis_url:
+            return None
+        endpoint = parse_redis_url(self.redis_url)
+        if self.redis_tls_ca_file is not None:
+            endpoint = endpoint.model_copy(update={"tls_ca_file": str(self.redis_tls_ca_file)})
+        return endpoint
 
     @property
     def uses_dev_secret(self) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from realtime_contract import Env
@@ -72,6 +74,7 @@ def test_settings_are_frozen() -> None:
         ({Env.KAFKA_SASL_MECHANISM: "PLAIN"}, Env.KAFKA_SASL_USERNAME),
         ({Env.KAFKA_SECURITY_PROTOCOL: "SMOKE"}, Env.KAFKA_SECURITY_PROTOCOL),
         ({"RTG_RECONNECT_TOKEN_TTL_SECONDS": "1"}, "RTG_RECONNECT_TOKEN_TTL_SECONDS"),
+        ({"RTG_REDIS_TLS_CA_FILE": "/nonexistent/ca.pem"}, "RTG_REDIS_TLS_CA_FILE"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
@@ -110,3 +113,13 @@ def test_redis_urls() -> None:
         }
     )
     assert s.redis_endpoint is not None and len(s.redis_endpoint.hosts) == 2
+    assert s.redis_endpoint.tls_ca_file is None
+
+
+def test_redis_tls_ca_file_reaches_the_endpoint(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not checked here")
+    s = load_settings(
+        {Env.REDIS_URL: "rediss://r:6380", Env.JWT_SECRET: SECRET, "RTG_REDIS_TLS_CA_FILE": str(ca)}
+    )
+    assert s.redis_endpoint is not None and s.redis_endpoint.tls and s.redis_endpoint.tls_ca_file == str(ca)

@@ -42,6 +42,8 @@ def _common(endpoint: RedisEndpoint) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"username": endpoint.username, "password": endpoint.password}
     if endpoint.tls:
         kwargs["ssl"] = True
+        if endpoint.tls_ca_file:
+            kwargs["ssl_ca_certs"] = endpoint.tls_ca_file
     return kwargs
 
 
@@ -50,15 +52,17 @@ def open_redis(mode: RedisMode, endpoint: RedisEndpoint, sentinel_master: str | 
     if mode == "standalone":
         host, port = endpoint.hosts[0]
         url = endpoint.url_for(host, port)
-        commands: Any = Redis.from_url(url, decode_responses=True)
-        publisher: Any = Redis.from_url(url)
+        tls: dict[str, Any] = (
+            {"ssl_ca_certs": endpoint.tls_ca_file} if endpoint.tls and endpoint.tls_ca_file else {}
+        )
+        commands: Any = Redis.from_url(url, decode_responses=True, **tls)
+        publisher: Any = Redis.from_url(url, **tls)
         return RedisHandles(mode, commands, publisher, lambda _c: "main", lambda _n: publisher, [])
     if mode == "sentinel":
         assert sentinel_master is not None
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             list(endpoint.hosts),
-            sentinel_kwargs={k: v for k, v in common.items() if k != "ssl"}
-            | ({"ssl": True} if endpoint.tls else {}),
+            sentinel_kwargs=dict(common),  # the sentinels use the same credentials and TLS
             db=endpoint.db,
             **common,
         )
