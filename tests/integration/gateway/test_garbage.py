@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from realtime_contract import Env
 from tests.integration.gateway.conftest import Deployer, uid
 from tests.integration.gateway.helpers import location
-from tests.support.sio import SioClient
+from tests.support.sio import ConnectRefused, SioClient
 
 pytestmark = pytest.mark.integration
 
@@ -127,3 +127,37 @@ async def test_garbage_on_every_event(deployer: Deployer, single_kind: str, role
     else:
         order_id = await d.order(user)
         assert (await client.call("order:subscribe", {"orderId": order_id}))["ok"] is True
+
+
+def fuzz_connect(url: str, loop: asyncio.AbstractEventLoop) -> list[str]:
+    codes: list[str] = []
+
+    @settings(
+        max_examples=EXAMPLES_PER_EVENT, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(auth=json_values | st.fixed_dictionaries({}, optional={"token": ids, "reconnectToken": ids}))
+    def check(auth: Any) -> None:
+        async def attempt() -> str:
+            client = SioClient(url, "/client")
+            try:
+                await client.connect(auth=auth if isinstance(auth, dict) else {"token": auth})
+            except ConnectRefused as refused:
+                return str(refused.code)
+            await client.disconnect()
+            return "connected"
+
+        code = asyncio.run_coroutine_threadsafe(attempt(), loop).result(15)
+        assert code in {"AUTH_REQUIRED", "AUTH_INVALID"}, (auth, code)
+        codes.append(code)
+
+    check()
+    return codes
+
+
+async def test_garbage_connect_auth(deployer: Deployer, single_kind: str) -> None:
+    d = await deployer(single_kind, **{Env.CONNECT_RATE_LIMIT: "1000000/60s"})
+    codes = await asyncio.to_thread(fuzz_connect, d.urls[0], asyncio.get_running_loop())
+    assert len(codes) == EXAMPLES_PER_EVENT
+    # The gateway still accepts a proper token afterwards.
+    client = await d.connect(uid("cust"), "customer")
+    assert (await client.next("session"))["role"] == "customer"
