@@ -68,7 +68,11 @@ class IngestActions:
         decision = authz.can_chat(claims, await self._access.get(payload.orderId))
         if not decision.allowed:
             return err(decision.code, decision.message)
-        message_id = str(uuid.uuid4())
+        # Derived from the sender's clientMessageId: a retry after a failed send (whose record may
+        # still reach the broker late) carries the same messageId, and the order room's history
+        # drops the second copy (recovery/history.py), so a message is never delivered twice.
+        message_key = f"rtg-chat:{claims.user_id}:{payload.clientMessageId}"
+        message_id = str(uuid.uuid5(uuid.NAMESPACE_URL, message_key))
         earlier = await self._chat.claim_client_message(claims.user_id, payload.clientMessageId, message_id)
         if earlier is not None:
             # A retry of a message already accepted: the same answer, no second message.
