@@ -28,7 +28,7 @@ from realtime_gateway.fanout.emitter import Emitter
 from realtime_gateway.fanout.manager import RoomFanoutManager
 from realtime_gateway.ingest.bridge import IngestBridge
 from realtime_gateway.ingest.kafka_config import kafka_config_from_settings
-from realtime_gateway.observability.wiring import install_operations, metrics_response
+from realtime_gateway.observability.wiring import OPERATIONS_KEY, install_operations, metrics_response
 from realtime_gateway.recovery.wiring import HoldingManager, ReliableEmitter, install_reliability
 from realtime_gateway.settings import Settings
 from realtime_gateway.state.base import Stores
@@ -162,6 +162,7 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_get(METRICS_PATH, metrics_handler)
     if gateway.ingest is not None:
         app.router.add_post(EVENTS_API_PATH, gateway.ingest.events_api.handle)
+        gateway.ingest.instrument(app[OPERATIONS_KEY].metrics, app[OPERATIONS_KEY].tracing)
     if gateway.settings.serve_dev_page:
         app.router.add_get("/", dev_page)
     app.on_startup.append(_startup)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from realtime_contract import Env
@@ -77,6 +79,20 @@ class KafkaDeployment:
         )
         self.procs.extend(started)
         return list(started)
+
+    def metric(self, sample_name: str, **labels: str) -> float:
+        """The sum over every gateway's /metrics of the samples with that name and those labels."""
+        total = 0.0
+        for proc in self.procs:
+            with urllib.request.urlopen(proc.url + "/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == sample_name and all(
+                        sample.labels.get(k) == v for k, v in labels.items()
+                    ):
+                        total += sample.value
+        return total
 
     async def connect(self, user_id: str, role: str, instance: int = 0) -> SioClient:
         client = SioClient(self.procs[instance].url, ROLE_NAMESPACE[role])

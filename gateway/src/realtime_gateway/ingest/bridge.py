@@ -25,6 +25,7 @@ from realtime_gateway.ingest.stores import (
     RedisDedupStore,
     RedisOfferStore,
 )
+from realtime_gateway.ingest.telemetry import IngestTelemetry
 from realtime_gateway.state.base import OrderAccessStore
 from realtime_gateway.transport.handlers import GatewayHandlers
 
@@ -46,6 +47,7 @@ class IngestBridge:
     ) -> None:
         self.kafka = kafka
         self.stats = IngestStats()
+        self.telemetry = IngestTelemetry()
         dedup: DedupStore
         offers: OfferStore
         chat: ChatState
@@ -54,8 +56,10 @@ class IngestBridge:
         else:
             dedup, offers, chat = MemoryDedupStore(), MemoryOfferStore(), MemoryChatState()
         self.dispatcher = Dispatcher(emitter, access, offers, dedup, self.stats)
-        self.sink = KafkaEventSink(kafka) if kafka is not None else None
-        self.consumer = KafkaIngest(kafka, self.dispatcher) if kafka is not None else None
+        self.sink = KafkaEventSink(kafka, telemetry=self.telemetry) if kafka is not None else None
+        self.consumer = (
+            KafkaIngest(kafka, self.dispatcher, telemetry=self.telemetry) if kafka is not None else None
+        )
         self.actions = IngestActions(
             emitter=emitter,
             access=access,
@@ -64,7 +68,11 @@ class IngestBridge:
             dispatcher=self.dispatcher,
             sink=self.sink,
         )
-        self.events_api = EventsApi(self.dispatcher, api_key=api_key, verify=verify)
+        self.events_api = EventsApi(self.dispatcher, api_key=api_key, verify=verify, telemetry=self.telemetry)
+
+    def instrument(self, metrics: Any, tracing: Any) -> None:
+        """Record through the app's ``GatewayMetrics`` and ``Tracing`` (observability/)."""
+        self.telemetry.attach(metrics, tracing)
 
     def install(self, handlers: GatewayHandlers) -> None:
         """Register the client events and the location-sampling hook on the socket handlers."""

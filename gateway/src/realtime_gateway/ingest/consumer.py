@@ -22,6 +22,8 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from realtime_gateway.ingest.dispatch import Dispatcher
 from realtime_gateway.ingest.envelope import EnvelopeError, parse_event
 from realtime_gateway.ingest.kafka_config import KafkaConfig
+from realtime_gateway.ingest.producer import CORRELATION_HEADER
+from realtime_gateway.ingest.telemetry import IngestTelemetry
 from realtime_gateway.ingest.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,9 @@ class KafkaIngest:
         *,
         topic_keys: Iterable[str] = CONSUMED_TOPIC_KEYS,
         health_interval_s: float = 2.0,
+        telemetry: IngestTelemetry | None = None,
     ) -> None:
+        self.telemetry = telemetry or IngestTelemetry()
         self._config = config
         self._dispatcher = dispatcher
         self._topics = [config.topic(k) for k in topic_keys]
@@ -118,6 +122,7 @@ class KafkaIngest:
                 await consumer.start()
             except Exception as exc:
                 self.errors += 1
+                self.telemetry.error("connect")
                 log.warning("kafka consumer cannot connect (%s); retrying in %.1fs", exc, delay)
                 with contextlib.suppress(Exception):
                     await consumer.stop()
@@ -141,6 +146,8 @@ class KafkaIngest:
             if ok != self._connected:
                 log.info("kafka %s", "reachable" if ok else "unreachable")
             self._connected = ok
+            if ok and self.telemetry.metrics is not None:
+                self.telemetry.lag(await self.lag())
             await asyncio.sleep(self._health_interval_s)
 
     # --- consumption ------------------------------------------------------------------------
@@ -157,10 +164,15 @@ class KafkaIngest:
                         await self._process(record)
                     await self._commit(tp, records[-1].offset + 1)
                 delay = 0.2
-            except KafkaError as exc:
+            except Exception as exc:
                 # aiokafka reconnects by itself; back off so a dead broker does not spin the loop.
+                # Anything else is logged and retried too: a dead loop would stop consumption silently.
                 self.errors += 1
-                log.warning("kafka consume failed (%s); retrying in %.1fs", exc, delay)
+                self.telemetry.error("consume")
+                if isinstance(exc, KafkaError):
+                    log.warning("kafka consume failed (%s); retrying in %.1fs", exc, delay)
+                else:
+                    log.exception("kafka consume loop failed; retrying in %.1fs", delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF_S)
 
@@ -169,6 +181,7 @@ class KafkaIngest:
         try:
             await self._consumer.commit({tp: offset})
         except CommitFailedError as exc:
+            self.telemetry.error("commit")
             # The partition moved to another instance; it re-reads from the last commit and the
             # dedup drops what this instance already delivered.
             log.info("commit of %s@%d skipped after a rebalance: %s", tp, offset, exc)
@@ -179,13 +192,22 @@ class KafkaIngest:
             event = parse_event(record.value)
         except EnvelopeError as exc:
             self._dispatcher.stats.count_malformed(record.topic)
+            self.telemetry.record(record.topic, "malformed")
             log.warning("skipping malformed record %s: %s", where, exc.reason)
             return
+        correlation = dict(record.headers or ()).get(CORRELATION_HEADER)
+        correlation_id = (
+            correlation.decode(errors="replace") if correlation else event.envelope.correlation_id
+        )
         attempts = 0
         delay = 0.1
         while True:
             try:
-                outcome = await self._dispatcher.handle(event)
+                with self.telemetry.consume_span(
+                    record.topic, record.partition, record.offset, record.headers, correlation_id
+                ):
+                    outcome = await self._dispatcher.handle(event)
+                self.telemetry.record(record.topic, outcome.value)
                 log.debug("%s %s %s: %s", where, event.type, event.event_id, outcome)
                 return
             except asyncio.CancelledError:
@@ -194,6 +216,7 @@ class KafkaIngest:
                 attempts += 1
                 if not _transient(exc) and attempts >= _MAX_EFFECT_ATTEMPTS:
                     self._dispatcher.stats.count_malformed(record.topic)
+                    self.telemetry.record(record.topic, "failed")
                     log.exception(
                         "giving up on record %s (%s) after %d attempts", where, event.type, attempts
                     )

@@ -20,6 +20,7 @@ from aiohttp import web
 from realtime_gateway.auth.claims import Claims
 from realtime_gateway.ingest.dispatch import Dispatcher
 from realtime_gateway.ingest.envelope import EnvelopeError, Event, parse_event
+from realtime_gateway.ingest.telemetry import IngestTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,16 @@ def _json(body: dict[str, Any]) -> web.Response:
 
 
 class EventsApi:
-    def __init__(self, dispatcher: Dispatcher, *, api_key: str | None, verify: Verify | None) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        *,
+        api_key: str | None,
+        verify: Verify | None,
+        telemetry: IngestTelemetry | None = None,
+    ) -> None:
         self._dispatcher = dispatcher
+        self.telemetry = telemetry or IngestTelemetry()
         self._api_key = api_key.encode() if api_key else None
         self._verify = verify
 
@@ -84,6 +93,7 @@ class EventsApi:
                 events.append(parse_event(item if isinstance(item, dict) else orjson.dumps(item)))
             except EnvelopeError as exc:
                 self._dispatcher.stats.count_malformed("http")
+                self.telemetry.record("http", "malformed")
                 where = f"[{index}] " if batch else ""
                 return _error(400, "VALIDATION", where + exc.reason)
         results = []
@@ -91,8 +101,10 @@ class EventsApi:
             try:
                 outcome = await self._dispatcher.handle(event)
             except Exception:
+                self.telemetry.record("http", "failed")
                 log.exception("event %s (%s) from the HTTP API failed", event.event_id, event.type)
                 return _error(503, "INTERNAL", f"event {event.event_id} could not be delivered; retry it")
+            self.telemetry.record("http", outcome.value)
             results.append({"eventId": event.event_id, "outcome": outcome.value})
         if batch:
             return _json({"ok": True, "results": results})

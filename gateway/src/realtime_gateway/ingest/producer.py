@@ -13,6 +13,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from realtime_gateway.ingest.kafka_config import KafkaConfig
+from realtime_gateway.ingest.telemetry import IngestTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,11 @@ class KafkaEventSink:
     while the broker is down, fail after ``send_timeout_s`` with :class:`KafkaUnavailable`.
     """
 
-    def __init__(self, config: KafkaConfig, *, send_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, config: KafkaConfig, *, send_timeout_s: float = 10.0, telemetry: IngestTelemetry | None = None
+    ) -> None:
         self._config = config
+        self.telemetry = telemetry or IngestTelemetry()
         self._send_timeout_s = send_timeout_s
         self._producer: AIOKafkaProducer | None = None
         self._started = asyncio.Event()
@@ -79,6 +83,7 @@ class KafkaEventSink:
             try:
                 await producer.start()
             except Exception as exc:
+                self.telemetry.error("connect")
                 log.warning("kafka producer cannot connect (%s); retrying in %.1fs", exc, delay)
                 with contextlib.suppress(Exception):
                     await producer.stop()
@@ -111,20 +116,27 @@ class KafkaEventSink:
         try:
             await asyncio.wait_for(self._started.wait(), self._send_timeout_s)
         except TimeoutError:
+            self.telemetry.error("produce")
             raise KafkaUnavailable("kafka producer is not connected") from None
         assert self._producer is not None
+        topic = self._config.topic(topic_key)
         corr = correlation_id or envelope.get("correlationId")
-        try:
-            await asyncio.wait_for(
-                self._producer.send_and_wait(
-                    self._config.topic(topic_key),
-                    value=orjson.dumps(dict(envelope)),
-                    key=key.encode(),
-                    headers=record_headers(str(corr) if corr else None),
-                ),
-                self._send_timeout_s,
-            )
-        except TimeoutError:
-            raise KafkaUnavailable("kafka did not acknowledge in time") from None
-        except Exception as exc:
-            raise KafkaUnavailable(f"kafka send failed: {exc}") from exc
+        corr_text = str(corr) if corr else None
+        # Inside the producer span, the traceparent header names it as the consumer's parent.
+        with self.telemetry.produce_span(topic, corr_text):
+            try:
+                await asyncio.wait_for(
+                    self._producer.send_and_wait(
+                        topic,
+                        value=orjson.dumps(dict(envelope)),
+                        key=key.encode(),
+                        headers=record_headers(corr_text),
+                    ),
+                    self._send_timeout_s,
+                )
+            except TimeoutError:
+                self.telemetry.error("produce")
+                raise KafkaUnavailable("kafka did not acknowledge in time") from None
+            except Exception as exc:
+                self.telemetry.error("produce")
+                raise KafkaUnavailable(f"kafka send failed: {exc}") from exc
