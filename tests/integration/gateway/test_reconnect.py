@@ -83,6 +83,11 @@ async def test_reconnect_token_refusals(deployer: Deployer, single_kind: str) ->
         "oversized token": "AUTH_INVALID",
         "other namespace": "FORBIDDEN_NAMESPACE",
     }
+    # Presenting it on the wrong namespace did not spend it.
+    await c.disconnect()
+    again = await d.client("/client")
+    await again.connect(auth={"reconnectToken": token})
+    assert (await again.next("session"))["userId"] == customer
 
 
 async def test_reconnect_reauthorizes_subscriptions(deployer: Deployer, single_kind: str) -> None:

@@ -108,10 +108,14 @@ class MemoryReconnectTokenStore:
         self._tokens[token] = (deadline, grant, set(grant.orders))
         return token
 
-    async def consume(self, token: str) -> ReconnectGrant | None:
-        entry = self._tokens.pop(token, None)
+    async def consume(self, token: str, namespace: str) -> ReconnectGrant | None:
+        entry = self._tokens.get(token)
         if entry is None or entry[0] < time.time():
+            self._tokens.pop(token, None)
             return None
+        if entry[1].namespace != namespace:
+            return entry[1]
+        del self._tokens[token]
         _, grant, orders = entry
         return ReconnectGrant(grant.user_id, grant.role, grant.namespace, grant.expires_at, frozenset(orders))
 

@@ -28,6 +28,8 @@ RedisClient = Any
 _CONSUME_TOKEN = """
 local v = redis.call('GET', KEYS[1])
 if not v then return false end
+local ok, d = pcall(cjson.decode, v)
+if ok and d['n'] ~= ARGV[1] then return {v, {}} end
 redis.call('DEL', KEYS[1])
 local s = redis.call('SMEMBERS', KEYS[2])
 redis.call('DEL', KEYS[2])
@@ -173,10 +175,11 @@ class RedisReconnectTokenStore:
             await pipe.execute()
         return token
 
-    async def consume(self, token: str) -> ReconnectGrant | None:
-        """Single use: a token restores one socket, then a fresh one is issued."""
+    async def consume(self, token: str, namespace: str) -> ReconnectGrant | None:
+        """Single use: a token restores one socket, then a fresh one is issued. A token presented
+        on another namespace is returned (to be refused) but not spent."""
         result = await self._r.eval(
-            _CONSUME_TOKEN, 2, keys.reconnect_token(token), keys.reconnect_subs(token)
+            _CONSUME_TOKEN, 2, keys.reconnect_token(token), keys.reconnect_subs(token), namespace
         )
         if not result:
             return None

@@ -180,7 +180,7 @@ class GatewayHandlers:
         elif isinstance(reconnect, str) and reconnect:
             if len(reconnect) > 128:
                 raise AuthError(ConnectCode.AUTH_INVALID, "unknown reconnect token")
-            grant = await self.stores.reconnect.consume(reconnect)
+            grant = await self.stores.reconnect.consume(reconnect, namespace)
             if grant is None:
                 raise AuthError(ConnectCode.AUTH_INVALID, "unknown or used reconnect token")
             if grant.expires_at < time.time():
