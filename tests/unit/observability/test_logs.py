@@ -176,3 +176,32 @@ def test_configure_logging_filters_by_level() -> None:
         for h in saved[0]:
             root.addHandler(h)
         root.setLevel(saved[1])
+
+
+def test_json_embedded_in_a_message_is_redacted_too() -> None:
+    dumped = (
+        'Sending batch b\'{"eventId":"e1","payload":{"orderId":"o-1","text":"meet me \\\\"here\\\\"",'
+        '"lat":52.520008,"token":"abc"}}\''
+    )
+    out = redact_text(dumped)
+    assert "meet me" not in out and "abc" not in out and "52.520008" not in out
+    assert '"orderId":"o-1"' in out and '"lat":52.52' in out and f'"text":"{REDACTED}"' in out
+
+
+def test_library_debug_output_stays_off_at_debug_level() -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging("debug", stream=stream)
+        logging.getLogger("aiokafka.producer").debug("raw record b'...'")
+        logging.getLogger("realtime_gateway.x").debug("ours")
+        assert [e["msg"] for e in lines(stream)] == ["ours"]
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+        for name in ("engineio", "socketio", "aiohttp", "aiokafka", "kafka", "redis"):
+            logging.getLogger(name).setLevel(logging.NOTSET)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -120,3 +122,17 @@ def test_headers_to_carrier() -> None:
         "y": "s",
     }
     assert headers_to_carrier(None) == {}
+
+
+def test_emit_is_recorded_only_inside_a_flow(traced: tuple[Tracing, InMemorySpanExporter]) -> None:
+    tracing, exporter = traced
+    tracing.record_emit("chat:message", "/client", 2, None)  # no flow: nothing
+    assert exporter.get_finished_spans() == ()
+    with tracing.kafka_consume_span("chat-events", 0, 1, None) as consume:
+        tracing.record_emit("chat:message", "/client", 2, time.time() - 0.01)
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    emit = spans["emit chat:message"]
+    assert emit.parent is not None and emit.parent.span_id == consume.get_span_context().span_id
+    assert emit.attributes is not None and emit.attributes["realtime.recipients"] == 2
+    assert emit.start_time is not None and emit.end_time is not None
+    assert emit.end_time - emit.start_time >= 9_000_000

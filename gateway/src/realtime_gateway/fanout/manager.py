@@ -23,6 +23,7 @@ import orjson
 import socketio
 
 from realtime_gateway.fanout.bus import Bus
+from realtime_gateway.observability.tracing import current_traceparent, remote_parent
 from realtime_gateway.state.keys import room_channel
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,16 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
         sent_at = time.time()
         await self._deliver(room, event, data, namespaces, skip_sid, sent_at)
         if self.bus is not None:
-            message = {"r": room, "e": event, "d": data, "n": namespaces, "s": skip_sid, "t": sent_at}
+            message = {
+                "r": room,
+                "e": event,
+                "d": data,
+                "n": namespaces,
+                "s": skip_sid,
+                "t": sent_at,
+                # The publishing flow's trace context: the other instances' emits join its trace.
+                "tp": current_traceparent(),
+            }
             self.published += 1
             await self.bus.publish(room_channel(room), self._prefix + orjson.dumps(message))
 
@@ -202,6 +212,7 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
             return
         _, _, body = payload.partition(b"|")
         message = orjson.loads(body)
-        await self._deliver(
-            message["r"], message["e"], message["d"], message.get("n"), message.get("s"), message.get("t")
-        )
+        with remote_parent(message.get("tp")):
+            await self._deliver(
+                message["r"], message["e"], message["d"], message.get("n"), message.get("s"), message.get("t")
+            )

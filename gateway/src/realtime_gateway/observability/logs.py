@@ -73,6 +73,13 @@ _SECRET_PAIR_RE: Final = re.compile(
     r"(?i)\b(token|reconnectToken|password|secret|api[_-]?key|authorization)(\"?\s*[:=]\s*\"?)([^\s\",}&]+)"
 )
 
+# The same fields inside JSON that ended up in a message (a library dumping a record or payload).
+_JSON_SECRET_RE: Final = re.compile(
+    r'(?i)("(?:text|body|title|token|reconnectToken|accessToken|password|secret|apiKey|email|phone|address)"'
+    r'\s*:\s*)"(?:[^"\\]|\\.)*"'
+)
+_JSON_COORD_RE: Final = re.compile(r'(?i)("(?:lat|lng|lon|latitude|longitude)"\s*:\s*)(-?\d+(?:\.\d+)?)')
+
 # Attributes every LogRecord has; anything else came in through ``extra=``.
 _STANDARD_ATTRS: Final = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime", "taskName"}
@@ -126,6 +133,8 @@ def redact_text(text: str) -> str:
     text = _JWT_RE.sub(REDACTED, text)
     text = _BEARER_RE.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     text = _SECRET_PAIR_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    text = _JSON_SECRET_RE.sub(lambda m: f'{m.group(1)}"{REDACTED}"', text)
+    text = _JSON_COORD_RE.sub(lambda m: f"{m.group(1)}{round(float(m.group(2)), COORDINATE_DECIMALS)}", text)
     text = _EMAIL_RE.sub(REDACTED, text)
     return _PHONE_RE.sub(REDACTED, text)
 
@@ -210,8 +219,8 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(lvl)
-    # Library chatter (engine.io packet dumps, aiohttp access lines) stays at warning unless debugging.
-    noisy = logging.WARNING if lvl > logging.DEBUG else lvl
-    for name in ("engineio", "socketio", "aiohttp.access", "aiokafka", "kafka"):
-        logging.getLogger(name).setLevel(max(noisy, lvl))
+    # Libraries never log below info, even at debug: their debug output dumps packets and
+    # records verbatim (message text, tokens), which is exactly what must not reach the logs.
+    for name in ("engineio", "socketio", "aiohttp", "aiokafka", "kafka", "redis"):
+        logging.getLogger(name).setLevel(max(logging.INFO, lvl))
     return handler

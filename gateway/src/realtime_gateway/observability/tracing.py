@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Final
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
@@ -73,6 +74,23 @@ def current_traceparent() -> str | None:
     carrier: dict[str, str] = {}
     _propagator.inject(carrier)
     return carrier.get(TRACEPARENT)
+
+
+@contextlib.contextmanager
+def remote_parent(traceparent: str | None) -> Iterator[None]:
+    """Run the enclosed code as a continuation of the trace ``traceparent`` names (no-op without).
+
+    Used where a flow crosses the Redis fan-out: the publishing instance puts its traceparent in
+    the bus message and the delivering instance records its emit under it.
+    """
+    if not traceparent:
+        yield
+        return
+    token = otel_context.attach(extract_context({TRACEPARENT: traceparent}))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 class Tracing:
@@ -200,6 +218,22 @@ class Tracing:
             name, context=parent, kind=kind, attributes=dict(attributes), record_exception=True
         ) as span:
             yield span
+
+    def record_emit(self, event: str, namespace: str, recipients: int, started_at: float | None) -> None:
+        """An ``emit <event>`` span from the emit call to the local delivery, inside a traced flow.
+
+        Called after the fact by the fan-out; deliveries outside any span (another instance's
+        relay) are not traced on their own, so they add no orphan traces.
+        """
+        if not self.enabled or not trace.get_current_span().get_span_context().is_valid:
+            return
+        span = self.tracer.start_span(
+            f"emit {event}",
+            kind=SpanKind.INTERNAL,
+            attributes={"socketio.namespace": namespace, "realtime.recipients": recipients},
+            start_time=int(started_at * 1e9) if started_at is not None else None,
+        )
+        span.end()
 
     @staticmethod
     def mark_error(span: Span, code: str) -> None:

@@ -266,7 +266,7 @@ def install_operations(gateway: Gateway, app: web.Application) -> Operations:
     handlers.event_guards[:0] = [rate_limit, subscription_cap]
     handlers.observers.append(MetricsObserver(ops))
     handlers.event_scope = _event_scope(tracing)
-    gateway.manager.on_delivered = _delivery_recorder(metrics)
+    gateway.manager.on_delivered = _delivery_recorder(metrics, tracing)
 
     async def start() -> None:
         metrics.ready.set(1)
@@ -293,9 +293,13 @@ def _event_scope(tracing: Tracing) -> Callable[[str, str], contextlib.AbstractCo
     return scope
 
 
-def _delivery_recorder(metrics: GatewayMetrics) -> Callable[[str, str, int, float | None], None]:
+def _delivery_recorder(
+    metrics: GatewayMetrics, tracing: Tracing
+) -> Callable[[str, str, int, float | None], None]:
     def record(namespace: str, event: str, recipients: int, sent_at: float | None) -> None:
         metrics.sent(namespace, event, recipients)
+        if recipients > 0:
+            tracing.record_emit(event, namespace, recipients, sent_at)
         if sent_at is not None and recipients > 0:
             latency = max(0.0, time.time() - sent_at)
             metrics.fanout_latency.observe(latency)

@@ -15,6 +15,7 @@ import orjson
 
 from realtime_gateway.fanout.emitter import Emitter, order_room
 from realtime_gateway.fanout.manager import RoomFanoutManager
+from realtime_gateway.observability.tracing import current_traceparent
 from realtime_gateway.recovery.history import BUS_PREFIX, TRANSIENT_EVENTS, HistoryStore
 
 QUEUED_EVENTS: Final = frozenset({"notification", "job:offer"})
@@ -39,7 +40,14 @@ class ReliableEmitter(Emitter):
             return
         room = order_room(order_id)
         if self.history_publishes:
-            envelope = {"r": room, "e": event, "n": None, "s": skip_sid, "t": time.time()}
+            envelope = {
+                "r": room,
+                "e": event,
+                "n": None,
+                "s": skip_sid,
+                "t": time.time(),
+                "tp": current_traceparent(),  # the delivering instances' emit spans join this trace
+            }
             head = orjson.dumps(envelope)[:-1] + b',"d":'
             await self.history.append(order_id, event, data, publish=BUS_PREFIX + head + b"\0}")
             return

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from realtime_gateway.fanout.manager import RoomFanoutManager
+from realtime_gateway.observability.tracing import remote_parent
 from realtime_gateway.recovery.history import HistoryStore, Position
 
 ORDER_ROOM_PREFIX = "order:"
@@ -134,9 +135,10 @@ class HoldingManager(RoomFanoutManager):
         room, data = message["r"], message["d"]
         position = _position(data)
         if position is None or self.history is None or not room.startswith(ORDER_ROOM_PREFIX):
-            await self._deliver(
-                room, message["e"], data, message.get("n"), message.get("s"), message.get("t")
-            )
+            with remote_parent(message.get("tp")):
+                await self._deliver(
+                    room, message["e"], data, message.get("n"), message.get("s"), message.get("t")
+                )
             return
         async with self._sequencing:
             if not self.has_local(room):
@@ -152,9 +154,10 @@ class HoldingManager(RoomFanoutManager):
                     if position.offset <= last.offset:
                         return
             self._positions[room] = position
-            await self._deliver(
-                room, message["e"], data, message.get("n"), message.get("s"), message.get("t")
-            )
+            with remote_parent(message.get("tp")):
+                await self._deliver(
+                    room, message["e"], data, message.get("n"), message.get("s"), message.get("t")
+                )
 
     async def _fill(self, room: str, last: Position) -> Position:
         """Deliver what the history holds after ``last``; return the new last position."""
