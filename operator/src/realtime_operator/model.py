@@ -132,6 +132,7 @@ class Tracing(_Model):
 class Monitoring(_Model):
     service_monitor: bool = Field(True, alias="serviceMonitor")
     prometheus_rule: bool = Field(True, alias="prometheusRule")
+    grafana_dashboard: bool = Field(True, alias="grafanaDashboard")
     labels: dict[str, str] = {}
 
 

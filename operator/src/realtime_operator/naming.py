@@ -31,6 +31,10 @@ def configmap(cr_name: str) -> str:
     return f"{cr_name}-config"
 
 
+def dashboard(cr_name: str) -> str:
+    return f"{cr_name}-dashboard"
+
+
 def selector_labels(cr_name: str) -> dict[str, str]:
     """The immutable Deployment selector: never add keys here (a selector change is not allowed)."""
     return {LABEL_NAME: GATEWAY_APP_NAME, LABEL_INSTANCE: cr_name}

@@ -38,7 +38,7 @@ CR_API_VERSION = f"{CRD_GROUP}/{CRD_VERSION}"
 class GatewayState:
     """Per-CR memory between passes (lives in kopf's per-object memo)."""
 
-    versions: dict[str, str] = field(default_factory=dict)  # kind -> last seen resourceVersion
+    versions: dict[str, str] = field(default_factory=dict)  # "Kind/name" -> last seen resourceVersion
     kafka_key: tuple[Any, ...] | None = None
     kafka_result: TopicsResult | None = None
     kafka_checked_at: float = 0.0
@@ -165,14 +165,15 @@ async def reconcile(
     deployment: dict[str, Any] | None = live_dep
     for ck in CHILD_KINDS:
         obj = ck.build(gw)
-        child = naming.configmap(name) if ck.kind == "ConfigMap" else naming.workload(name)
+        child = ck.name(name)
+        ref = f"{ck.kind}/{child}"
         try:
             if obj is None:
                 disabled.append(ck.kind)
                 if (ck.capability is None or ck.capability in caps) and await kube.delete(
                     ck.api_version, ck.plural, namespace, child
                 ):
-                    state.versions.pop(ck.kind, None)
+                    state.versions.pop(ref, None)
                     _event(owner, "ChildDeleted", f"{ck.kind} {child} deleted (not wanted by the spec)")
                 continue
             if ck.capability is not None and ck.capability not in caps:
@@ -181,14 +182,14 @@ async def reconcile(
             kopf.adopt(
                 obj, owner=kopf.Body(cast(Any, owner))
             )  # controller ownerReference: GC and drift watch
-            before = state.versions.get(ck.kind)
+            before = state.versions.get(ref)
             if before is None:
                 live = await kube.get(ck.api_version, ck.plural, namespace, child)
                 before = live["metadata"]["resourceVersion"] if live else ""
             result = await kube.apply(obj, ck.plural, naming.FIELD_MANAGER)
             after = str(result.get("metadata", {}).get("resourceVersion", ""))
-            state.versions[ck.kind] = after
-            applied.append(f"{ck.kind}/{child}")
+            state.versions[ref] = after
+            applied.append(ref)
             if after != before:
                 verb = "created" if before == "" else "updated"
                 _event(owner, f"Child{verb.capitalize()}", f"{ck.kind} {child} {verb}")

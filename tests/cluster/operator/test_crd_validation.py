@@ -110,7 +110,7 @@ def test_valid_cr_gets_defaults(kube: KubeCluster, rtg_crd: str, kube_namespace:
     assert spec["transports"] == ["websocket"]
     assert spec["placement"]["antiAffinity"] == "preferred"
     assert spec["connectionLimits"]["drainSeconds"] == 30
-    assert spec["monitoring"] == {"serviceMonitor": True, "prometheusRule": True}
+    assert spec["monitoring"] == {"serviceMonitor": True, "prometheusRule": True, "grafanaDashboard": True}
     assert spec["redis"]["mode"] == "standalone"
     assert spec["auth"]["jwtSecretRef"]["key"] == "secret"
 

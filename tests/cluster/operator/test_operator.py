@@ -187,6 +187,10 @@ def test_sample_cr_yields_every_child_and_becomes_ready(
     assert resources == {"cpu", "memory"}
     pdb = get(kube, "policy/v1", "poddisruptionbudgets", ns)
     assert pdb is not None and owned_by(pdb, obj) and pdb["spec"]["maxUnavailable"] == 1
+    board = get(kube, "v1", "configmaps", ns, "rtg-dashboard")
+    assert board is not None and owned_by(board, obj)
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert "realtime_active_connections" in board["data"]["realtime-gateway.json"]
     assert get(kube, "keda.sh/v1alpha1", "scaledobjects", ns) is None
 
     # Without the monitoring CRDs: still Ready, and a condition says why the objects are missing.
@@ -350,6 +354,7 @@ def test_deleting_the_cr_garbage_collects_children(
     children = [
         ("v1", "services", NAME),
         ("v1", "configmaps", "rtg-config"),
+        ("v1", "configmaps", "rtg-dashboard"),
         ("apps/v1", "deployments", NAME),
         ("autoscaling/v2", "horizontalpodautoscalers", NAME),
         ("policy/v1", "poddisruptionbudgets", NAME),

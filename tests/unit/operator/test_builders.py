@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from realtime_operator.model import CAP_KEDA, CAP_PROMETHEUS_RULE, CAP_SERVICE_M
 from realtime_operator.resources import (
     CHILD_KINDS,
     configmap,
+    dashboard,
     deployment,
     hpa,
     keda,
@@ -48,7 +50,9 @@ def test_every_child_is_named_labelled_and_namespaced() -> None:
         assert obj["apiVersion"] == ck.api_version and obj["kind"] == ck.kind
         assert obj["metadata"]["namespace"] == "team-a"
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == ("realtime-gateway-operator")
-        assert obj["metadata"]["name"] in ("rtg", "rtg-config")
+        assert obj["metadata"]["name"] == ck.name("rtg")
+    names = [(ck.kind, ck.name("rtg")) for ck in CHILD_KINDS]
+    assert len(set(names)) == len(names), "two children would share a name"
 
 
 def test_deployment_probes_env_hash_and_drain() -> None:
@@ -181,6 +185,17 @@ def test_monitoring_objects_and_switches() -> None:
     assert "realtime_" in exprs
     off = gw(monitoring={"serviceMonitor": False, "prometheusRule": False})
     assert servicemonitor.build(off) is None and prometheusrule.build(off) is None
+
+
+def test_dashboard_configmap_for_grafanas_sidecar() -> None:
+    cm = dashboard.build(gw(monitoring={"labels": {"release": "prom"}}))
+    assert cm is not None and cm["metadata"]["name"] == "rtg-dashboard"
+    assert (
+        cm["metadata"]["labels"]["grafana_dashboard"] == "1" and cm["metadata"]["labels"]["release"] == "prom"
+    )
+    board = json.loads(cm["data"]["realtime-gateway.json"])
+    assert board["panels"]
+    assert dashboard.build(gw(monitoring={"grafanaDashboard": False})) is None
 
 
 def test_builders_are_pure() -> None:

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import naming
 from ..model import Gateway
-from . import configmap, deployment, hpa, keda, pdb, prometheusrule, service, servicemonitor
+from . import configmap, dashboard, deployment, hpa, keda, pdb, prometheusrule, service, servicemonitor
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class ChildKind:
     plural: str
     build: Callable[[Gateway], dict[str, Any] | None]
     capability: str | None = None
+    name: Callable[[str], str] = naming.workload  # child name from the CR name
 
     @property
     def group(self) -> str:
@@ -29,7 +31,7 @@ class ChildKind:
 
 
 CHILD_KINDS: tuple[ChildKind, ...] = (
-    ChildKind(configmap.API_VERSION, configmap.KIND, "configmaps", configmap.build),
+    ChildKind(configmap.API_VERSION, configmap.KIND, "configmaps", configmap.build, name=naming.configmap),
     ChildKind(service.API_VERSION, service.KIND, "services", service.build),
     ChildKind(deployment.API_VERSION, deployment.KIND, "deployments", deployment.build),
     ChildKind(hpa.API_VERSION, hpa.KIND, "horizontalpodautoscalers", hpa.build),
@@ -49,4 +51,5 @@ CHILD_KINDS: tuple[ChildKind, ...] = (
         prometheusrule.build,
         prometheusrule.CAPABILITY,
     ),
+    ChildKind(dashboard.API_VERSION, dashboard.KIND, "configmaps", dashboard.build, name=naming.dashboard),
 )
