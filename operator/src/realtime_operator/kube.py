@@ -58,19 +58,6 @@ class Kube:
                 return None
             raise
 
-    async def list(
-        self, api_version: str, plural: str, namespace: str, selector: str
-    ) -> list[dict[str, Any]]:
-        try:
-            out = await self._call(
-                "GET", object_path(api_version, plural, namespace), query=[("labelSelector", selector)]
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return []
-            raise
-        return cast(list[dict[str, Any]], out.get("items") or [])
-
     async def apply(self, obj: dict[str, Any], plural: str, field_manager: str) -> dict[str, Any]:
         """Server-side apply; force because this operator is the authority on what it declares."""
         meta = obj["metadata"]

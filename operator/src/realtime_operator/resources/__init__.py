@@ -25,10 +25,6 @@ class ChildKind:
     capability: str | None = None
     name: Callable[[str], str] = naming.workload  # child name from the CR name
 
-    @property
-    def group(self) -> str:
-        return self.api_version.rpartition("/")[0]
-
 
 CHILD_KINDS: tuple[ChildKind, ...] = (
     ChildKind(configmap.API_VERSION, configmap.KIND, "configmaps", configmap.build, name=naming.configmap),
