@@ -15,7 +15,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 
 from realtime_contract import Env
 from realtime_gateway.ingest.envelope import build_envelope
@@ -58,7 +59,7 @@ async def eventually(probe: Callable[[], Awaitable[Any]], *, within: float, what
 @dataclass
 class KafkaDeployment:
     broker: KafkaBroker
-    redis: Redis
+    redis: Any  # decoded-response Redis or RedisCluster, for inspecting keys
     topics: dict[str, str]
     group: str
     env: dict[str, str]
@@ -179,17 +180,33 @@ Deploy = Callable[..., Awaitable[KafkaDeployment]]
 
 @pytest.fixture
 async def kafka_deploy(
-    kafka_broker: KafkaBroker, redis_url: str, gateway_factory: GatewayFactory
+    request: pytest.FixtureRequest, kafka_broker: KafkaBroker, gateway_factory: GatewayFactory
 ) -> AsyncIterator[Deploy]:
+    """``await deploy(instances, broker=None, redis="standalone"|"cluster", **env)``."""
     deployments: list[KafkaDeployment] = []
 
-    async def deploy(instances: int = 2, *, broker: KafkaBroker | None = None, **env: Any) -> KafkaDeployment:
+    async def deploy(
+        instances: int = 2, *, broker: KafkaBroker | None = None, redis: str = "standalone", **env: Any
+    ) -> KafkaDeployment:
         broker = broker or kafka_broker
+        client: Any
+        if redis == "cluster":
+            cluster = request.getfixturevalue("redis_cluster")
+            nodes = cluster.startup_nodes
+            client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], decode_responses=True)
+            redis_env = {
+                Env.REDIS_URL: "redis://" + ",".join(f"{h}:{p}" for h, p in nodes),
+                Env.REDIS_MODE: "cluster",
+            }
+        else:
+            url = request.getfixturevalue("redis_url")
+            client = Redis.from_url(url, decode_responses=True)
+            redis_env = {Env.REDIS_URL: url}
         suffix = uuid.uuid4().hex[:10]
         topics = {key: f"{key}-{suffix}" for key in TOPIC_KEYS}
         group = f"rtg-{suffix}"
         base_env = {
-            Env.REDIS_URL: redis_url,
+            **redis_env,
             Env.KAFKA_BOOTSTRAP_SERVERS: broker.bootstrap,
             Env.KAFKA_CONSUMER_GROUP: group,
             Env.KAFKA_AUTO_CREATE_TOPICS: "true",
@@ -198,8 +215,7 @@ async def kafka_deploy(
             **{TOPIC_ENV[key]: name for key, name in topics.items()},
             **{k: str(v) for k, v in env.items()},
         }
-        redis = Redis.from_url(redis_url, decode_responses=True)
-        d = KafkaDeployment(broker, redis, topics, group, base_env, gateway_factory)
+        d = KafkaDeployment(broker, client, topics, group, base_env, gateway_factory)
         deployments.append(d)
         if instances:
             await d.start_gateways(instances)

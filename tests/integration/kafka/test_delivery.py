@@ -70,8 +70,11 @@ async def rewind(d: KafkaDeployment, group: str, topic_key: str) -> None:
         await consumer.stop()
 
 
-async def test_the_same_event_produced_twice_reaches_each_client_once(kafka_deploy: Deploy) -> None:
-    d = await kafka_deploy(2)
+@pytest.mark.parametrize("redis", ["standalone", "cluster"])
+async def test_the_same_event_produced_twice_reaches_each_client_once(
+    kafka_deploy: Deploy, redis: str
+) -> None:
+    d = await kafka_deploy(2, redis=redis)
     customer, porter = uid("cust"), uid("porter")
     order_id = await d.order(customer, porter)
     c = await d.connect(customer, "customer", instance=0)

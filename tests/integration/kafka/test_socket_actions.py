@@ -33,8 +33,9 @@ async def chat_pair(d: KafkaDeployment) -> tuple[str, str, str, SioClient, SioCl
     return customer, porter, order_id, c, p
 
 
-async def test_chat_reaches_both_members_once_and_is_on_kafka(kafka_deploy: Deploy) -> None:
-    d = await kafka_deploy(2)
+@pytest.mark.parametrize("redis", ["standalone", "cluster"])
+async def test_chat_reaches_both_members_once_and_is_on_kafka(kafka_deploy: Deploy, redis: str) -> None:
+    d = await kafka_deploy(2, redis=redis)
     customer, _, order_id, c, p = await chat_pair(d)
 
     ack = await c.call(
@@ -103,8 +104,9 @@ async def test_chat_refuses_non_members_and_bad_text(kafka_deploy: Deploy) -> No
     ] == [customer]
 
 
-async def test_job_offer_race_one_winner_then_expired(kafka_deploy: Deploy) -> None:
-    d = await kafka_deploy(2)
+@pytest.mark.parametrize("redis", ["standalone", "cluster"])
+async def test_job_offer_race_one_winner_then_expired(kafka_deploy: Deploy, redis: str) -> None:
+    d = await kafka_deploy(2, redis=redis)
     customer = uid("cust")
     order_id = await d.order(customer)
     porters = [uid("porter") for _ in range(3)]
@@ -229,8 +231,9 @@ async def test_typing_goes_to_the_other_members_only_and_is_throttled(kafka_depl
     assert await d.records("chatEvents") == []
 
 
-async def test_one_in_ten_location_updates_is_sampled_to_kafka(kafka_deploy: Deploy) -> None:
-    d = await kafka_deploy(2)
+@pytest.mark.parametrize("redis", ["standalone", "cluster"])
+async def test_one_in_ten_location_updates_is_sampled_to_kafka(kafka_deploy: Deploy, redis: str) -> None:
+    d = await kafka_deploy(2, redis=redis)
     porter = uid("porter")
     order_id = await d.order(uid("cust"), porter)
     p = await d.connect(porter, "porter", instance=0)
