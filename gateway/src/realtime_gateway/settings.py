@@ -239,7 +239,10 @@ class Settings(BaseModel):
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
-        return value.lower() if isinstance(value, str) else value
+        if isinstance(value, str):
+            value = value.lower()
+            return "warning" if value == "warn" else value  # the seed's spelling
+        return value
 
     @field_validator("jwt_audience", "transports", mode="before")
     @classmethod
