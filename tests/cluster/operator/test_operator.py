@@ -118,6 +118,15 @@ async def topic_partitions(bootstrap: str, topics: list[str]) -> dict[str, int]:
         await admin.close()
 
 
+def unique_topics() -> dict[str, str]:
+    """The four topic names of the CR's spec.kafka.topics, unique on the shared broker."""
+    prefix = unique_name("rtg")
+    return {
+        k: f"{prefix}-{k.lower()}"
+        for k in ("orderEvents", "porterEvents", "notificationEvents", "chatEvents")
+    }
+
+
 @pytest.fixture
 def jwt_secret(kube: KubeCluster, kube_namespace: str) -> str:
     apply(kube, secret(kube_namespace, "jwt", {"secret": "s3cret-one"}))
@@ -132,13 +141,7 @@ def test_sample_cr_yields_every_child_and_becomes_ready(
     kafka_broker: KafkaBroker,
 ) -> None:
     ns = kube_namespace
-    prefix = unique_name("rtg")
-    topics = {
-        "orderEvents": f"{prefix}-order",
-        "porterEvents": f"{prefix}-porter",
-        "notificationEvents": f"{prefix}-notification",
-        "chatEvents": f"{prefix}-chat",
-    }
+    topics = unique_topics()
     kafka = {"bootstrapServers": kafka_broker.bootstrap, "topics": topics, "partitions": 2}
     apply(kube, sample(ns, kafka=kafka))
     obj = wait_ready(kube, ns)
@@ -225,11 +228,7 @@ def test_a_deleted_kafka_topic_is_recreated(
     kafka_broker: KafkaBroker,
 ) -> None:
     ns = kube_namespace
-    prefix = unique_name("rtg")
-    topics = {
-        k: f"{prefix}-{k.lower()}"
-        for k in ("orderEvents", "porterEvents", "notificationEvents", "chatEvents")
-    }
+    topics = unique_topics()
     apply(kube, sample(ns, kafka={"bootstrapServers": kafka_broker.bootstrap, "topics": topics}))
     wait_ready(kube, ns)
     victim = topics["chatEvents"]
@@ -519,8 +518,7 @@ def test_a_gateway_started_with_the_live_deployment_env_serves_readyz(
 
     ns = kube_namespace
     apply(kube, secret(ns, "jwt", {"secret": TEST_JWT_SECRET}))
-    prefix = unique_name("rtg")
-    topics = {k: f"{prefix}-{k}" for k in ("orderEvents", "porterEvents", "notificationEvents", "chatEvents")}
+    topics = unique_topics()
     kafka = {"bootstrapServers": kafka_broker.bootstrap, "topics": topics}
     apply(kube, sample(ns, redis={"url": redis_server.url}, kafka=kafka))
     obj = wait_ready(kube, ns)
