@@ -86,6 +86,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="py-spy on our gateway during L/X steps, tracemalloc during C (numbers then are not benchmarks)",
     )
+    ap.add_argument(
+        "--ours-patch",
+        default="",
+        help="library-level experiments for our gateway, e.g. no-deflate,sync-handlers,emit-no-tasks "
+        "(see bench/patched.py)",
+    )
     ap.add_argument("--ours-env", action="append", default=[], help="extra KEY=VALUE for our gateway")
     ap.add_argument("--out", type=Path, help="JSON output path (default bench/results/<time>.json)")
     return ap.parse_args(argv)
@@ -112,6 +118,7 @@ def options(args: argparse.Namespace, run_dir: Path) -> Options:
         k_seconds=5.0 if quick else 10.0,
         ours_env=ours_env,
         profile=bool(args.profile),
+        ours_patches=str(args.ours_patch),
         targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
     )
 
@@ -134,6 +141,8 @@ async def amain(args: argparse.Namespace) -> int:
     say(f"logs in {run_dir}")
     results: dict[str, Any] = {}
     started = time.time()
+    load_start = list(os.getloadavg())
+    say(f"load average {load_start[0]:.1f} on {os.cpu_count()} CPUs before the run")
     for name in wanted:
         t0 = time.time()
         say(f"scenario {name}")
@@ -145,6 +154,9 @@ async def amain(args: argparse.Namespace) -> int:
         results.setdefault("_seconds", {})[name] = round(time.time() - t0, 1)
     doc = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        # Other jobs on the machine skew latency (not CPU per delivery): keep the load beside the numbers.
+        "loadavg_start": load_start,
+        "loadavg_end": list(os.getloadavg()),
         "seconds": round(time.time() - started, 1),
         "machine": machine(),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
@@ -163,7 +175,10 @@ async def amain(args: argparse.Namespace) -> int:
         print(steps)
         print()
     print(text)
-    print(f"\nJSON: {out}   logs: {run_dir}   total {doc['seconds']}s")
+    print(
+        f"\nload average {load_start[0]:.1f} before, {os.getloadavg()[0]:.1f} after; "
+        f"JSON: {out}   logs: {run_dir}   total {doc['seconds']}s"
+    )
     return 0
 
 

@@ -46,6 +46,7 @@ class Options:
     ours_env: dict[str, str] = field(default_factory=dict)
     targets: tuple[str, ...] = TARGETS
     profile: bool = False
+    ours_patches: str = ""
 
 
 # ---- events that authorize the orders (POST /api/events on both servers) --------------------------
@@ -122,6 +123,9 @@ def start_targets(
                 if kafka:
                     env["RTG_KAFKA_BOOTSTRAP_SERVERS"] = kafka
                 module = "realtime_gateway"
+                if opts.ours_patches:
+                    module = "bench.patched"
+                    env["BENCH_PATCHES"] = opts.ours_patches
                 if traced:
                     module = "bench.profile"
                     env["BENCH_TRACEMALLOC_OUT"] = str(opts.run_dir / f"{name}-tracemalloc.txt")
