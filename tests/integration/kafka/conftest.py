@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
@@ -124,28 +125,41 @@ class KafkaDeployment:
         await self.produce_raw(topic_key, orjson.dumps(envelope), key)
         return envelope
 
+    async def partitions(self, topic_key: str) -> list[TopicPartition]:
+        topic = self.topics[topic_key]
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.broker.bootstrap)
+        await admin.start()
+        try:
+            [described] = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+
     async def records(
         self, topic_key: str, *, event_type: str | None = None, at_least: int = 0, within: float = 20.0
     ) -> list[ConsumerRecord[bytes, bytes]]:
-        """Every record on the topic (optionally of one type), once at least ``at_least`` are there."""
-        consumer = AIOKafkaConsumer(
-            self.topics[topic_key],
-            bootstrap_servers=self.broker.bootstrap,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-        )
+        """Every record on the topic up to its current end (optionally of one type); waits up to
+        ``within`` seconds for at least ``at_least`` of them."""
+        parts = await self.partitions(topic_key)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.broker.bootstrap, enable_auto_commit=False)
         await consumer.start()
-        found: list[ConsumerRecord[bytes, bytes]] = []
+        deadline = time.monotonic() + within
         try:
-            deadline = time.monotonic() + within
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            found: list[ConsumerRecord[bytes, bytes]] = []
             while True:
-                batch = await consumer.getmany(timeout_ms=300)
-                for recs in batch.values():
-                    for record in recs:
-                        if event_type is None or orjson.loads(record.value)["type"] == event_type:
-                            found.append(record)
-                if not batch and (len(found) >= at_least or time.monotonic() > deadline):
+                # Read exactly up to the end offsets as of now, so "none" really means none.
+                ends = await consumer.end_offsets(parts)
+                while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+                    batch = await consumer.getmany(*parts, timeout_ms=500)
+                    for recs in batch.values():
+                        for record in recs:
+                            if event_type is None or orjson.loads(record.value)["type"] == event_type:
+                                found.append(record)
+                if len(found) >= at_least or time.monotonic() > deadline:
                     return found
+                await asyncio.sleep(0.2)
         finally:
             await consumer.stop()
 
