@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -84,6 +85,19 @@ async def test_scrape_after_a_session_shows_the_seed_metrics(stack: Stack) -> No
         assert m.value("realtime_redis_errors_total") == 0
         assert m.value("realtime_ready") == 1
         assert m.value("process_cpu_seconds_total") > 0
+    # A client leaving is counted with python-socketio's reason and its connection's lifetime.
+    await c.disconnect()
+    deadline = time.monotonic() + 5
+    while scrape(a.url).value("realtime_disconnections_total", namespace="/client") < 1:
+        assert time.monotonic() < deadline, "disconnect not counted"
+        await asyncio.sleep(0.05)
+    ma = scrape(a.url)
+    (gone,) = [
+        lbl for lbl, v in ma.samples["realtime_disconnections_total"] if v and lbl["namespace"] == "/client"
+    ]
+    assert gone["reason"] in ("client disconnect", "transport close"), gone
+    assert ma.value("realtime_connection_duration_seconds_count", namespace="/client") == 1
+    assert ma.value("realtime_active_connections", namespace="/client") == 0
     # No unbounded label values: ids never appear in the exposition.
     for ident in (customer, porter, admin, order):
         assert ident not in ma.text and ident not in mb.text

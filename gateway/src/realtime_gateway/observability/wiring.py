@@ -76,6 +76,7 @@ class Operations:
     websockets: LiveWebSockets
     drain_seconds: float
     connected_at: dict[str, float] = field(default_factory=dict)
+    disconnect_reasons: dict[str, str] = field(default_factory=dict)
     drained: bool = False
 
 
@@ -187,7 +188,9 @@ class MetricsObserver:
     def on_disconnect(self, conn: Conn) -> None:
         started = self._ops.connected_at.pop(conn.sid, None)
         duration = time.monotonic() - started if started is not None else None
-        reason = "drain" if self._ops.gate.draining else "other"
+        reason = self._ops.disconnect_reasons.pop(conn.sid, "other")
+        if self._ops.gate.draining:
+            reason = "drain"
         self._ops.metrics.disconnected(conn.namespace, reason, duration)
 
     def on_auth_error(self, namespace: str, code: str) -> None:
@@ -265,6 +268,20 @@ def install_operations(gateway: Gateway, app: web.Application) -> Operations:
     handlers.connect_guards.insert(0, admission)
     handlers.event_guards[:0] = [rate_limit, subscription_cap]
     handlers.observers.append(MetricsObserver(ops))
+
+    # python-socketio tells the disconnect handler why (client, ping timeout, transport close…);
+    # the observer seam does not, so note it on the way in.
+    on_disconnect = handlers.on_disconnect
+
+    async def disconnect_with_reason(namespace: str, sid: str, reason: Any = None) -> None:
+        if reason is not None:
+            ops.disconnect_reasons[sid] = str(reason)
+        try:
+            await on_disconnect(namespace, sid, reason)
+        finally:
+            ops.disconnect_reasons.pop(sid, None)
+
+    gateway.sio.on("disconnect", disconnect_with_reason, namespace="*")
     handlers.event_scope = _event_scope(tracing)
     gateway.manager.on_delivered = _delivery_recorder(metrics, tracing)
 
