@@ -106,7 +106,10 @@ def test_tls_mounts_the_secret_and_probes_https() -> None:
     g = gw(tls={"secretName": "gw-tls"})
     dep = deployment.build(g)
     pod = dep["spec"]["template"]["spec"]
-    assert pod["volumes"] == [{"name": "tls", "secret": {"secretName": "gw-tls"}}]
+    assert {"name": "tls", "secret": {"secretName": "gw-tls"}} in pod["volumes"]
+    mounts = {m["name"]: m for m in container(dep)["volumeMounts"]}
+    assert mounts["tls"] == {"name": "tls", "mountPath": naming.TLS_MOUNT, "readOnly": True}
+    assert mounts["tmp"]["mountPath"] == "/tmp"
     assert container(dep)["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
     data = configmap.build(g)["data"]
     assert data[Env.TLS_CERT_FILE].startswith(naming.TLS_MOUNT)

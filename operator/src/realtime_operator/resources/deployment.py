@@ -98,9 +98,12 @@ def build(gw: Gateway) -> dict[str, Any]:
         pod["tolerations"] = spec.placement.tolerations
     if spec.image_pull_secrets:
         pod["imagePullSecrets"] = [{"name": n} for n in spec.image_pull_secrets]
+    # The root filesystem is read-only; libraries that need scratch space get a small /tmp.
+    pod["volumes"] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+    container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]
     if spec.tls is not None:
-        pod["volumes"] = [{"name": "tls", "secret": {"secretName": spec.tls.secret_name}}]
-        container["volumeMounts"] = [{"name": "tls", "mountPath": naming.TLS_MOUNT, "readOnly": True}]
+        pod["volumes"].append({"name": "tls", "secret": {"secretName": spec.tls.secret_name}})
+        container["volumeMounts"].append({"name": "tls", "mountPath": naming.TLS_MOUNT, "readOnly": True})
 
     return {
         "apiVersion": API_VERSION,
