@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
@@ -48,6 +49,13 @@ def scrape(base_url: str) -> Scrape:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/plain")
         return Scrape(resp.read().decode())
+
+
+async def ascrape(base_url: str) -> Scrape:
+    """``scrape`` without blocking the loop (needed when the gateway runs in this process)."""
+    async with aiohttp.ClientSession() as http, http.get(base_url + "/metrics") as resp:
+        assert resp.status == 200
+        return Scrape(await resp.text())
 
 
 @dataclass

@@ -8,7 +8,9 @@ import time
 import pytest
 
 from realtime_contract import Env
-from tests.integration.protection.conftest import Stack, scrape, uid
+from tests.integration.protection.conftest import Stack, ascrape, scrape, uid
+from tests.support.gateway_fixtures import EmbeddedFactory, mint_token
+from tests.support.sio import SioClient
 
 pytestmark = pytest.mark.integration
 
@@ -30,25 +32,49 @@ async def test_flood_of_120_from_one_user_on_two_instances_gets_exactly_100(stac
     acks = await asyncio.gather(*calls)
     elapsed = time.monotonic() - started
     result = codes(acks)
-    # At 100/60 s a token refills every 600 ms; the flood must be faster than that to be exact.
-    assert elapsed < 0.6, f"flood took {elapsed:.2f}s; the check would not be exact"
-    assert result.count("ok") == 100, result
-    assert result.count("RATE_LIMITED") == 20
+    # At 100/60 s a token refills every 600 ms: a flood faster than that gets exactly the burst
+    # of 100 (the usual case); a slower one (a loaded machine) at most one more per 600 ms.
+    refilled = int(elapsed / 0.6)
+    assert 100 <= result.count("ok") <= 100 + refilled, (elapsed, result)
+    assert result.count("ok") + result.count("RATE_LIMITED") == 120
+    if refilled == 0:
+        assert result.count("ok") == 100
     limited = [x for x in acks if x.get("ok") is not True]
     assert all(0 < x["error"]["retryAfterMs"] <= 600 for x in limited)
     # Each refusal is mirrored by an `error` event on the socket that sent it.
     errors: list[dict[str, object]] = []
     for client in (ca, cb):
-        while len(errors) < 20:
+        while len(errors) < 120 - result.count("ok"):
             try:
                 errors.append(await client.next("error", timeout=0.5))
             except AssertionError:
                 break
-    assert len(errors) == 20 and {e["code"] for e in errors} == {"RATE_LIMITED"}
+    assert len(errors) == 120 - result.count("ok") and {e["code"] for e in errors} == {"RATE_LIMITED"}
     assert {e["event"] for e in errors} == {"order:unsubscribe"}
     # Both instances counted their share of the refusals.
     total = sum(scrape(g.url).value("realtime_rate_limited_total", **{"class": "general"}) for g in (a, b))
-    assert total == 20
+    assert total == 120 - result.count("ok")
+
+
+async def test_embedded_mode_limits_in_memory(embedded_factory: EmbeddedFactory) -> None:
+    embedded = await embedded_factory(**{Env.RATE_LIMIT_GENERAL: "3/60s"})
+    user = uid("cust")
+    c = SioClient(embedded.url, "/client")
+    await c.connect(token=mint_token(user, "customer"))
+    try:
+        acks = [await c.call("order:unsubscribe", {"orderId": "x"}) for _ in range(4)]
+        assert codes(acks) == ["ok", "ok", "ok", "RATE_LIMITED"]
+        # A second device of the same user shares the bucket.
+        other = SioClient(embedded.url, "/client")
+        await other.connect(token=mint_token(user, "customer"))
+        try:
+            assert codes([await other.call("order:unsubscribe", {"orderId": "x"})]) == ["RATE_LIMITED"]
+        finally:
+            await other.disconnect()
+        m = await ascrape(embedded.url)
+        assert m.value("realtime_rate_limited_total", **{"class": "general"}) == 2
+    finally:
+        await c.disconnect()
 
 
 async def test_location_and_chat_buckets_are_independent_and_refill(stack: Stack) -> None:
