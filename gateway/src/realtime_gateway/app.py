@@ -123,8 +123,14 @@ def build_gateway(settings: Settings) -> Gateway:
         instance_id=settings.instance_id,
         reconnect_ttl=settings.reconnect_token_ttl_seconds,
         location_max_skew=settings.location_max_skew_seconds,
+        # Renew key TTLs well before they run out (they only matter for a dead instance's sockets).
+        keepalive_interval=max(
+            1.0, min(settings.session_ttl_seconds, settings.reconnect_token_ttl_seconds) / 3
+        ),
     )
     gateway = Gateway(settings, sio, manager, emitter, stores, verifier, handlers, redis)
+    gateway.on_startup.append(handlers.start_keepalive)
+    gateway.on_shutdown.append(handlers.stop_keepalive)
     if redis is not None:
         gateway.readiness_checks["redis"] = redis.ping
     # --- Kafka bridge, POST /api/events, chat, job offers, typing (ingest/) ---

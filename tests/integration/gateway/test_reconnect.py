@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.integration.gateway.conftest import Deployer, uid
@@ -103,3 +105,37 @@ async def test_reconnect_reauthorizes_subscriptions(deployer: Deployer, single_k
     again = await d.client("/porter")
     await again.connect(auth={"reconnectToken": token})
     assert (await again.next("session"))["subscriptions"] == []
+
+
+async def test_ttls_are_renewed_while_connected(deployer: Deployer, single_kind: str) -> None:
+    """A socket that lives longer than the reconnect-token TTL keeps a working token and its keys."""
+    from realtime_contract import Env
+    from tests.integration.gateway.helpers import eventually
+
+    d = await deployer(single_kind, **{"RTG_RECONNECT_TOKEN_TTL_SECONDS": "10", Env.LOG_LEVEL: "info"})
+    customer, porter = uid("cust"), uid("porter")
+    order_id = await d.order(customer, porter)
+    c = await d.connect(customer, "customer")
+    session = await c.next("session")
+    assert session["reconnectTokenExpiresIn"] == 10
+    assert (await c.call("order:subscribe", {"orderId": order_id}))["ok"] is True
+    token = session["reconnectToken"]
+    started = asyncio.get_running_loop().time()
+
+    if d.redis is not None:
+        key = f"reconnect:token:{{{token}}}"
+
+        async def renewed() -> bool:
+            # The keepalive (every 10/3 s) pushed the TTL back up after time ran it down.
+            return asyncio.get_running_loop().time() - started > 5 and await d.redis.ttl(key) > 8
+
+        await eventually(renewed, timeout=15, what="the reconnect token TTL to be renewed")
+
+    async def outlived() -> bool:
+        return asyncio.get_running_loop().time() - started > 11
+
+    await eventually(outlived, timeout=20, what="the original token lifetime to pass")
+    await c.disconnect()
+    again = await d.client("/client")
+    await again.connect(auth={"reconnectToken": token})
+    assert (await again.next("session"))["subscriptions"] == [order_id]

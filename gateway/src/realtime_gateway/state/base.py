@@ -36,6 +36,17 @@ class ReconnectGrant:
     orders: frozenset[str] = frozenset()
 
 
+@dataclass(frozen=True, slots=True)
+class LiveSocket:
+    """A connected socket as the TTL keepalive sees it."""
+
+    sid: str
+    user_id: str
+    orders: frozenset[str]
+    reconnect_token: str
+    reconnect_ttl: int  # already bounded by the credential's expiry
+
+
 class OrderAccessStore(Protocol):
     async def record_created(self, order_id: str, customer_id: str) -> None: ...
     async def record_assigned(self, order_id: str, porter_id: str) -> None: ...
@@ -51,6 +62,9 @@ class SessionStore(Protocol):
     async def unregister(self, sid: str, user_id: str) -> None: ...
     async def sockets_of_user(self, user_id: str) -> set[str]: ...
     async def get_socket(self, sid: str) -> SocketRecord | None: ...
+    async def refresh(self, sockets: Iterable[LiveSocket]) -> None:
+        """Renew the TTLs of live sockets' keys (socket, user, subscriptions, reconnect token)."""
+        ...
 
 
 class SubscriptionStore(Protocol):

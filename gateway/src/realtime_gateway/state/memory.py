@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from realtime_gateway.state import keys
-from realtime_gateway.state.base import OrderAccess, ReconnectGrant, SocketRecord, Stores
+from realtime_gateway.state.base import LiveSocket, OrderAccess, ReconnectGrant, SocketRecord, Stores
 
 
 class MemoryOrderAccessStore:
@@ -45,7 +45,8 @@ class MemoryOrderAccessStore:
 
 
 class MemorySessionStore:
-    def __init__(self) -> None:
+    def __init__(self, tokens: MemoryReconnectTokenStore) -> None:
+        self._tokens = tokens
         self._sockets: dict[str, SocketRecord] = {}
         self._users: dict[str, set[str]] = {}
 
@@ -63,6 +64,10 @@ class MemorySessionStore:
 
     async def sockets_of_user(self, user_id: str) -> set[str]:
         return set(self._users.get(user_id, ()))
+
+    async def refresh(self, sockets: Iterable[LiveSocket]) -> None:
+        for live in sockets:
+            self._tokens.extend(live.reconnect_token, live.reconnect_ttl)
 
     async def get_socket(self, sid: str) -> SocketRecord | None:
         return self._sockets.get(sid)
@@ -119,6 +124,12 @@ class MemoryReconnectTokenStore:
         _, grant, orders = entry
         return ReconnectGrant(grant.user_id, grant.role, grant.namespace, grant.expires_at, frozenset(orders))
 
+    def extend(self, token: str, ttl: int) -> None:
+        entry = self._tokens.get(token)
+        if entry is not None and entry[0] >= time.time():  # an expired token stays expired
+            deadline = min(time.time() + ttl, entry[1].expires_at)
+            self._tokens[token] = (max(entry[0], deadline), entry[1], entry[2])
+
     def add_order(self, token: str, order_id: str) -> None:
         entry = self._tokens.get(token)
         if entry is not None:
@@ -158,7 +169,7 @@ def memory_stores() -> Stores:
     tokens = MemoryReconnectTokenStore()
     return Stores(
         orders=orders,
-        sessions=MemorySessionStore(),
+        sessions=MemorySessionStore(tokens),
         subscriptions=MemorySubscriptionStore(tokens),
         reconnect=tokens,
         locations=MemoryLocationStore(orders),

@@ -16,6 +16,7 @@ import orjson
 
 from realtime_gateway.state import keys
 from realtime_gateway.state.base import (
+    LiveSocket,
     OrderAccess,
     ReconnectGrant,
     SocketRecord,
@@ -111,6 +112,28 @@ class RedisSessionStore:
 
     async def sockets_of_user(self, user_id: str) -> set[str]:
         return set(await self._r.smembers(keys.user_socket(user_id)))
+
+    async def refresh(self, sockets: Iterable[LiveSocket]) -> None:
+        # Batches keep one pipeline's reply small on an instance with thousands of sockets.
+        batch: list[LiveSocket] = []
+        for live in sockets:
+            batch.append(live)
+            if len(batch) >= 500:
+                await self._refresh(batch)
+                batch = []
+        if batch:
+            await self._refresh(batch)
+
+    async def _refresh(self, batch: list[LiveSocket]) -> None:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for live in batch:
+                pipe.expire(keys.socket_user(live.sid), self._ttl)
+                pipe.expire(keys.user_socket(live.user_id), self._ttl)
+                for order_id in live.orders:
+                    pipe.expire(keys.order_subscription(order_id), self._ttl)
+                pipe.expire(keys.reconnect_token(live.reconnect_token), live.reconnect_ttl)
+                pipe.expire(keys.reconnect_subs(live.reconnect_token), live.reconnect_ttl)
+            await pipe.execute()
 
     async def get_socket(self, sid: str) -> SocketRecord | None:
         data = await self._r.hgetall(keys.socket_user(sid))

@@ -16,6 +16,7 @@ Extension seams (used by the Kafka and protection/observability parts):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -32,7 +33,7 @@ from realtime_gateway.auth.errors import AuthError, ConnectCode
 from realtime_gateway.auth.verifier import TokenVerifier
 from realtime_gateway.fanout.emitter import ADMINS_ROOM, Emitter, order_room, user_room
 from realtime_gateway.fanout.manager import RoomFanoutManager
-from realtime_gateway.state.base import ReconnectGrant, SocketRecord, Stores
+from realtime_gateway.state.base import LiveSocket, ReconnectGrant, SocketRecord, Stores
 from realtime_gateway.transport.acks import Ack, ErrorCode, err, error_event, is_error, ok
 from realtime_gateway.transport.payloads import (
     LocationUpdate,
@@ -113,6 +114,7 @@ class GatewayHandlers:
         reconnect_ttl: int,
         location_max_skew: float,
         location_sink: LocationSink | None = None,
+        keepalive_interval: float = 3600.0,
     ) -> None:
         self.sio = sio
         self.manager = manager
@@ -124,6 +126,8 @@ class GatewayHandlers:
         self.location_max_skew = location_max_skew
         self.location_sink: LocationSink = location_sink or NoLocationSink()
         self.conns: dict[str, Conn] = {}
+        self.keepalive_interval = keepalive_interval
+        self._keepalive_task: asyncio.Task[None] | None = None
         self.connect_guards: list[ConnectGuard] = []
         self.event_guards: list[EventGuard] = []
         self.observers: list[Observer] = []
@@ -238,10 +242,39 @@ class GatewayHandlers:
         if conn is None:
             return
         try:
+            # The reconnect token's lifetime counts from the disconnect, however long the socket lived.
+            await self.stores.sessions.refresh([self._live(conn)])
             await self.stores.sessions.unregister(sid, conn.claims.user_id)
             await self.stores.subscriptions.drop_socket(sid, conn.orders)
         except Exception:  # the TTLs clean up what we could not
             log.warning("cleanup of socket %s failed", sid, exc_info=True)
+
+    # --- TTL keepalive -------------------------------------------------------------------------
+    def _live(self, conn: Conn) -> LiveSocket:
+        ttl = max(1, min(self.reconnect_ttl, int(conn.claims.expires_at - time.time())))
+        return LiveSocket(conn.sid, conn.claims.user_id, frozenset(conn.orders), conn.reconnect_token, ttl)
+
+    async def refresh_ttls(self) -> None:
+        """Renew the keys of every local socket, so the TTLs only fire for sockets of a dead instance."""
+        await self.stores.sessions.refresh([self._live(conn) for conn in list(self.conns.values())])
+
+    async def _keepalive(self) -> None:
+        while True:
+            await asyncio.sleep(self.keepalive_interval)
+            try:
+                await self.refresh_ttls()
+            except Exception:
+                log.warning("TTL keepalive failed; retrying next round", exc_info=True)
+
+    async def start_keepalive(self) -> None:
+        if self._keepalive_task is None:
+            self._keepalive_task = asyncio.create_task(self._keepalive(), name="ttl-keepalive")
+
+    async def stop_keepalive(self) -> None:
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+            await asyncio.gather(self._keepalive_task, return_exceptions=True)
+            self._keepalive_task = None
 
     # --- event dispatch -----------------------------------------------------------------------
     def _wrap(self, event: str, fn: EventFn) -> Callable[..., Awaitable[Ack]]:
