@@ -9,6 +9,8 @@ gateway's own code is untouched. ``$BENCH_PATCHES`` holds the comma-separated na
   (``async_handlers=False``) instead of a new task per event.
 - ``emit-no-tasks``: python-socketio's room emit hands the pre-encoded packet to each recipient
   in a loop instead of one task per recipient.
+- ``redis-pool``: redis-py connection pools of 2,000 instead of 100 connections.
+- ``pubsub-lock``: redis-py ``PubSub.connect`` serialised per pub/sub object.
 """
 
 from __future__ import annotations
@@ -79,7 +81,44 @@ def _emit_no_tasks() -> None:
     socketio.AsyncManager.emit = emit
 
 
-PATCHES = {"no-deflate": _no_deflate, "sync-handlers": _sync_handlers, "emit-no-tasks": _emit_no_tasks}
+def _redis_pool() -> None:
+    from redis.asyncio import connection
+
+    original = connection.ConnectionPool.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        # redis-py 8 caps a pool at 100 and raises when it is exhausted (defect 2 in benchmarks.md).
+        kwargs["max_connections"] = max(int(kwargs.get("max_connections") or 0), 2000)
+        original(self, *args, **kwargs)
+
+    connection.ConnectionPool.__init__ = init  # type: ignore[method-assign]
+
+
+def _pubsub_lock() -> None:
+    import asyncio
+    import weakref
+
+    from redis.asyncio import client
+
+    original: Any = client.PubSub.connect
+    locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+    async def connect(self: Any) -> None:
+        # Concurrent first calls must not each take a connection (defect 1 in benchmarks.md).
+        lock = locks.setdefault(self, asyncio.Lock())
+        async with lock:
+            await original(self)
+
+    client.PubSub.connect = connect  # type: ignore[method-assign]
+
+
+PATCHES = {
+    "no-deflate": _no_deflate,
+    "sync-handlers": _sync_handlers,
+    "emit-no-tasks": _emit_no_tasks,
+    "redis-pool": _redis_pool,
+    "pubsub-lock": _pubsub_lock,
+}
 
 
 def main() -> int:
