@@ -16,7 +16,7 @@ import aiohttp
 
 from bench import servers
 from bench.loadgen import Loadgen
-from bench.profile import PySpy, signal_dump
+from bench.profiling import PySpy, signal_dump
 from bench.stats import Histogram, StepResult, best_held, fmt, merge_all, table
 
 SECRET = "bench-secret-" + "x" * 32
@@ -127,7 +127,7 @@ def start_targets(
                     module = "bench.patched"
                     env["BENCH_PATCHES"] = opts.ours_patches
                 if traced:
-                    module = "bench.profile"
+                    module = "bench.profiling"
                     env["BENCH_TRACEMALLOC_OUT"] = str(opts.run_dir / f"{name}-tracemalloc.txt")
                 out.append(
                     servers.start_ours(

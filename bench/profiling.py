@@ -1,6 +1,6 @@
 """Profiling aids for ``bench/run --profile``.
 
-- ``python -m bench.profile serve``: the gateway with tracemalloc on; creating
+- ``python -m bench.profiling serve``: the gateway with tracemalloc on; creating
   ``$BENCH_TRACEMALLOC_OUT`` with the suffix ``.request`` makes it write the biggest allocation
   sites (by line and by 6-frame traceback) to ``$BENCH_TRACEMALLOC_OUT``.
 - ``PySpy``: ``py-spy record`` attached to a running gateway for the load steps, in raw
@@ -145,6 +145,6 @@ def signal_dump(out: Path, wait_s: float = 180.0) -> str:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["serve"]:
-        print("usage: python -m bench.profile serve", file=sys.stderr)
+        print("usage: python -m bench.profiling serve", file=sys.stderr)
         sys.exit(2)
     sys.exit(traced_serve())
