@@ -24,10 +24,11 @@ pytestmark = pytest.mark.integration
 QUIET = 0.7
 
 
+@pytest.mark.parametrize("kind", ["embedded", "redis", "cluster"])
 async def test_user_offline_during_five_notifications_gets_all_five_once(
-    deployer: Deployer, single_kind: str
+    deployer: Deployer, kind: str
 ) -> None:
-    d = await deployer(single_kind, instances=1 if single_kind == "embedded" else 2)
+    d = await deployer(kind, instances=1 if kind == "embedded" else 2)
     user, porter = uid("cust"), uid("porter")
     await post_events(d.urls[0], [notification_event(user, n) for n in range(5)])
     offer = build_envelope(

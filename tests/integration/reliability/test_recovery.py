@@ -19,10 +19,9 @@ from tests.integration.reliability.conftest import (
 pytestmark = pytest.mark.integration
 
 
-async def test_reconnect_replays_missed_events_in_order_then_live(
-    deployer: Deployer, single_kind: str
-) -> None:
-    d = await deployer(single_kind, instances=1 if single_kind == "embedded" else 2)
+@pytest.mark.parametrize("kind", ["embedded", "redis", "cluster"])
+async def test_reconnect_replays_missed_events_in_order_then_live(deployer: Deployer, kind: str) -> None:
+    d = await deployer(kind, instances=1 if kind == "embedded" else 2)
     back = len(d.urls) - 1  # the instance the client comes back to
     customer = uid("cust")
     order_id = await d.order(customer)
