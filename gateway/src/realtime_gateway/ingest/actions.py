@@ -91,6 +91,9 @@ class IngestActions:
             },
             # The socket event's id, so its logs and the consumers' share one correlation id.
             correlation_id=current_correlation_id(),
+            # Same eventId on a retry: if the failed attempt's record still reaches the broker,
+            # the consumers' eventId dedup drops whichever copy comes second.
+            event_id=message_id,
         )
         try:
             if self._sink is not None:
