@@ -4,7 +4,9 @@ records never block a partition, and a broker outage flips readiness without tou
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -15,8 +17,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from realtime_contract import Env
 from realtime_gateway.ingest.envelope import build_envelope
 from tests.integration.kafka.conftest import Deploy, KafkaDeployment, eventually, uid
+from tests.support.gateway_fixtures import TEST_JWT_SECRET, mint_token
+from tests.support.gateway_proc import http_json
 from tests.support.kafka_server import KafkaBroker
-from tests.support.procs import wait_until
+from tests.support.procs import ManagedProcess, free_port, wait_until
+from tests.support.sio import SioClient
 
 pytestmark = pytest.mark.integration
 
@@ -225,3 +230,51 @@ async def test_broker_outage_flips_readiness_and_sockets_stay_up(
         "orderEvents", "order.status_changed", {"orderId": order_id, "status": "resumed"}, key=order_id
     )
     assert (await c.next("order:status", timeout=30))["status"] == "resumed"
+
+
+async def test_a_gateway_started_while_the_broker_is_down_serves_sockets_and_becomes_ready(
+    kafka_deploy: Deploy, kafka_fresh: KafkaBroker, tmp_path: Path
+) -> None:
+    d = await kafka_deploy(0, broker=kafka_fresh)
+    await asyncio.to_thread(kafka_fresh.stop)
+    port = free_port()
+    env = {
+        **d.env,
+        Env.HOST: "127.0.0.1",
+        Env.PORT: str(port),
+        Env.INSTANCE_ID: "gw-broker-down",
+        Env.JWT_SECRET: TEST_JWT_SECRET,
+    }
+    proc = ManagedProcess(
+        "gw-broker-down", [sys.executable, "-m", "realtime_gateway", "serve"], tmp_path, env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def not_ready() -> dict[str, Any] | None:
+            status, body = http_json(url + "/readyz")
+            return body if status == 503 else None
+
+        body = await asyncio.to_thread(wait_until, not_ready, timeout=30, what="/readyz 503", proc=proc)
+        assert body["checks"]["kafka"] is False
+        assert http_json(url + "/healthz")[0] == 200
+        # Sockets are served while Kafka is away.
+        user = uid("cust")
+        client = await SioClient(url, "/client").connect(token=mint_token(user, "customer"))
+        try:
+            await asyncio.to_thread(kafka_fresh.start)
+
+            def ready() -> bool:
+                return http_json(url + "/readyz")[0] == 200
+
+            await asyncio.to_thread(
+                wait_until, ready, timeout=90, what="/readyz 200 after the broker started", proc=proc
+            )
+            payload = {"userId": user, "notificationId": "n-late", "title": "t", "body": "b", "data": {}}
+            await d.produce("notificationEvents", "notification.created", payload, key=user)
+            assert (await client.next("notification", timeout=30))["notificationId"] == "n-late"
+        finally:
+            await client.disconnect()
+        assert "kafka consumer cannot connect" in proc.tail(400)
+    finally:
+        proc.stop()
