@@ -1,11 +1,14 @@
 """Redis failure handling: a health monitor that doubles as a circuit breaker, and the rebuild of
 live sockets' state once Redis is back.
 
-- The monitor PINGs Redis every ``PROBE_INTERVAL_S`` with a short timeout. While the probe fails
-  the breaker is open: client calls are answered ``UNAVAILABLE`` at once instead of waiting on
-  Redis, ``/readyz`` is false, sockets stay open.
-- A call that still hits a Redis error or overruns its deadline trips the breaker and answers
-  ``UNAVAILABLE`` too.
+- The monitor PINGs Redis every ``PROBE_INTERVAL_S`` over a connection of its own (never queued
+  behind the command pool), with a short timeout. A refused or reset connection opens the breaker
+  at once; a timed-out PING counts only when the event loop itself was not lagging (an
+  overloaded process must not mistake its own backlog for a Redis outage), and only after
+  ``TIMEOUTS_TO_OPEN`` in a row. While the breaker is open, client calls are answered
+  ``UNAVAILABLE`` at once instead of waiting on Redis, ``/readyz`` is false, sockets stay open.
+- A single call that hits a Redis error or overruns its deadline is answered ``UNAVAILABLE``
+  but does not open the breaker: pool exhaustion and slow calls are load, not an outage.
 - When Redis answers again, every live socket's session, subscriptions and presence are written
   again ("rebuild state from active sockets"). If Redis lost its data (this instance's marker key
   is gone), reconnect tokens are issued again and sent in a fresh ``session`` event.
@@ -29,6 +32,9 @@ log = logging.getLogger(__name__)
 UNAVAILABLE: Final = "UNAVAILABLE"
 PROBE_INTERVAL_S: Final = 0.5
 PROBE_TIMEOUT_S: Final = 1.0
+TIMEOUTS_TO_OPEN: Final = 3
+# A probe that timed out while the loop lagged more than this is inconclusive.
+MAX_LOOP_LAG_S: Final = 0.25
 MARKER_TTL_S: Final = 60
 # Deadline of one client call; chat waits for the broker's acknowledgement, so it gets longer.
 CALL_TIMEOUT_S: Final = 5.0
@@ -47,13 +53,19 @@ def marker_key(instance_id: str) -> str:
 
 
 class RedisBreaker:
-    def __init__(self, client: Any, instance_id: str, rebuild: Rebuild) -> None:
+    """``client``: the command client (marker key, rebuild); ``probe``: a client with its own
+    connection for the PINGs (defaults to ``client``)."""
+
+    def __init__(self, client: Any, instance_id: str, rebuild: Rebuild, *, probe: Any = None) -> None:
         self._r = client
+        self._probe_client = probe if probe is not None else client
         self._instance_id = instance_id
         self._rebuild = rebuild
         self.up = True
         self._marker_known = False
         self._task: asyncio.Task[None] | None = None
+        self._timeouts = 0
+        self.loop_lag = 0.0
         self.trips = 0
         self.rebuilds = 0
 
@@ -76,8 +88,9 @@ class RedisBreaker:
         async def call(conn: Any, data: Any) -> Ack:
             try:
                 return await asyncio.wait_for(fn(conn, data), deadline)
-            except (RedisConnectionError, RedisTimeoutError, TimeoutError, ConnectionError):
-                self.trip()
+            except (RedisConnectionError, RedisTimeoutError, TimeoutError, ConnectionError) as exc:
+                # This call failed; whether Redis is down is the probe's decision.
+                log.debug("%s answered UNAVAILABLE: %r", event, exc)
                 return unavailable()
 
         return call
@@ -91,12 +104,24 @@ class RedisBreaker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._probe_client is not self._r:
+            with contextlib.suppress(Exception):
+                await self._probe_client.aclose()
 
-    async def _probe(self) -> bool:
+    async def _probe(self) -> bool | None:
+        """True: Redis answered. False: it is down. None: inconclusive (our own loop lagged)."""
         try:
-            return bool(await asyncio.wait_for(self._r.ping(), PROBE_TIMEOUT_S))
+            answered = bool(await asyncio.wait_for(self._probe_client.ping(), PROBE_TIMEOUT_S))
+        except (TimeoutError, RedisTimeoutError):
+            if self.loop_lag > MAX_LOOP_LAG_S:
+                return None
+            self._timeouts += 1
+            return None if self._timeouts < TIMEOUTS_TO_OPEN else False
         except Exception:
+            self._timeouts = 0
             return False
+        self._timeouts = 0
+        return answered
 
     async def _marker_lost(self) -> bool:
         """True when Redis no longer has this instance's marker, i.e. it lost its data."""
@@ -110,22 +135,32 @@ class RedisBreaker:
 
     async def _run(self) -> None:
         ticks = 0
+        loop = asyncio.get_running_loop()
         while True:
             ok = await self._probe()
+            if ok is None:  # inconclusive: keep the current state
+                ok = self.up
+            elif ok and (not self.up or ticks % 10 == 0):
+                ok = await self._after_ok_probe(was_down=not self.up)
             if ok:
-                try:
-                    was_down = not self.up
-                    if was_down or ticks % 10 == 0:
-                        lost = await self._marker_lost()
-                        if was_down or lost:
-                            log.info("redis reachable again (data lost: %s): rebuilding socket state", lost)
-                            await self._rebuild(lost)
-                            self.rebuilds += 1
-                    self.up = True
-                except Exception:
-                    log.warning("rebuild after redis recovery failed; retrying", exc_info=True)
-                    ok = False
-            if not ok and self.up:
+                self.up = True
+            elif self.up:
                 self.trip()
             ticks += 1
+            before = loop.time()
             await asyncio.sleep(PROBE_INTERVAL_S)
+            self.loop_lag = max(0.0, loop.time() - before - PROBE_INTERVAL_S)
+
+    async def _after_ok_probe(self, *, was_down: bool) -> bool:
+        """Refresh the marker; rebuild after an outage or a data loss. False: stay open, retry."""
+        try:
+            lost = await self._marker_lost()
+            if was_down or lost:
+                log.info("redis reachable again (data lost: %s): rebuilding socket state", lost)
+                await self._rebuild(lost)
+                self.rebuilds += 1
+        except Exception as exc:
+            log.warning("marker refresh or rebuild after redis recovery failed: %r", exc)
+            # Only a pending rebuild keeps the breaker open; a busy pool is not an outage.
+            return not was_down
+        return True

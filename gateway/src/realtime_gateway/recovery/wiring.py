@@ -23,6 +23,9 @@ import time
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 from pydantic import Field, ValidationError
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from realtime_gateway.auth import authz
 from realtime_gateway.fanout.emitter import order_room
@@ -31,7 +34,7 @@ from realtime_gateway.presence.store import HEARTBEAT_S, MemoryPresence, Presenc
 from realtime_gateway.recovery.emitter import ReliableEmitter
 from realtime_gateway.recovery.history import HistoryStore, MemoryHistory, Position, RedisHistory
 from realtime_gateway.recovery.manager import HoldingManager
-from realtime_gateway.recovery.resilience import RedisBreaker
+from realtime_gateway.recovery.resilience import PROBE_TIMEOUT_S, RedisBreaker
 from realtime_gateway.state.base import ReconnectGrant, SocketRecord
 from realtime_gateway.transport.acks import Ack, ErrorCode, err, ok
 from realtime_gateway.transport.payloads import Id, _Payload, parse
@@ -248,6 +251,22 @@ class Reliability:
             await manager.catch_up()
 
 
+def _probe_client(gateway: Gateway) -> Any:
+    """A client with its own small pool for the breaker's PING (standalone Redis), so a probe
+    never queues behind busy command connections; Sentinel and Cluster use the command client."""
+    endpoint = gateway.settings.redis_endpoint
+    if gateway.settings.redis_mode != "standalone" or endpoint is None:
+        return None
+    host, port = endpoint.hosts[0]
+    return Redis.from_url(
+        endpoint.url_for(host, port),
+        socket_connect_timeout=PROBE_TIMEOUT_S,
+        socket_timeout=PROBE_TIMEOUT_S,
+        max_connections=2,
+        retry=Retry(NoBackoff(), 0),  # a refused connection is an answer, not a reason to wait
+    )
+
+
 def install_reliability(gateway: Gateway) -> Reliability:
     """Called once at the end of ``build_gateway`` (after the other parts registered events)."""
     manager, emitter = gateway.manager, gateway.emitter
@@ -273,8 +292,9 @@ def install_reliability(gateway: Gateway) -> Reliability:
     handlers.register_event("chat:history", rel.chat_history)
     handlers.register_event("presence:query", rel.presence_query)
     if gateway.redis is not None:
+        probe = _probe_client(gateway)
         rel.breaker = breaker = RedisBreaker(
-            gateway.redis.commands, gateway.settings.instance_id, rel.rebuild
+            gateway.redis.commands, gateway.settings.instance_id, rel.rebuild, probe=probe
         )
         handlers.event_guards.insert(0, breaker.guard)
         for name, fn in list(handlers.events.items()):
