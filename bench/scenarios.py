@@ -613,7 +613,9 @@ def report(results: dict[str, Any]) -> str:
         if ours.get("status") == "ok":
             for p in ("p50_ms", "p95_ms", "p99_ms"):
                 rows.append([f"K: {p[:-3]} ms at {ours['rate']}/s (Kafka->client)", fmt(ours[p]), "n/a", ""])
-            rows.append([f"K: loss at {ours['rate']}/s", fmt(ours["loss"], 4), "n/a", ""])
+            rows.append(
+                [f"K: share not delivered within 10 s at {ours['rate']}/s", fmt(ours["loss"], 4), "n/a", ""]
+            )
         else:
             rows.append(["K: Kafka->client", str(ours.get("status", "n/a"))[:60], "n/a", ""])
     cpu = loadgen_cpu_max(results)

@@ -90,8 +90,11 @@ class StepResult:
 
     @property
     def server_us_per_delivery(self) -> float | None:
-        """Server CPU per delivered message: robust to a noisy machine where latency is not."""
-        if self.server_cpu_s is None or self.received == 0:
+        """Server CPU per delivered message: robust to a noisy machine where latency is not.
+
+        None when most messages were not delivered: the CPU then went to refusing or queueing them.
+        """
+        if self.server_cpu_s is None or self.received == 0 or self.received < 0.5 * self.expected:
             return None
         return 1e6 * self.server_cpu_s / self.received
 

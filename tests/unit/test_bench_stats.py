@@ -75,6 +75,11 @@ def test_summary_rates() -> None:
     assert s["server_us_per_delivery"] == 50.0  # 1 s of CPU over 20,000 deliveries
 
 
+def test_cpu_per_delivery_needs_most_messages_delivered() -> None:
+    assert step(5000, 20000, 90).server_us_per_delivery == pytest.approx(50.0)
+    assert step(5000, 9000, 90).server_us_per_delivery is None  # under half of 20,000 arrived
+
+
 def test_ratio_and_format() -> None:
     assert ratio(10.0, 4.0) == 2.5
     assert ratio(None, 4.0) is None
