@@ -38,6 +38,11 @@ class RedisHandles:
             await client.aclose()
 
 
+def tls_options(endpoint: RedisEndpoint) -> dict[str, Any]:
+    """Extra redis-py options for ``rediss://`` URLs (a private CA); give them to every client."""
+    return {"ssl_ca_certs": endpoint.tls_ca_file} if endpoint.tls and endpoint.tls_ca_file else {}
+
+
 def _common(endpoint: RedisEndpoint) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"username": endpoint.username, "password": endpoint.password}
     if endpoint.tls:
@@ -52,9 +57,7 @@ def open_redis(mode: RedisMode, endpoint: RedisEndpoint, sentinel_master: str | 
     if mode == "standalone":
         host, port = endpoint.hosts[0]
         url = endpoint.url_for(host, port)
-        tls: dict[str, Any] = (
-            {"ssl_ca_certs": endpoint.tls_ca_file} if endpoint.tls and endpoint.tls_ca_file else {}
-        )
+        tls = tls_options(endpoint)
         commands: Any = Redis.from_url(url, decode_responses=True, **tls)
         publisher: Any = Redis.from_url(url, **tls)
         return RedisHandles(mode, commands, publisher, lambda _c: "main", lambda _n: publisher, [])
