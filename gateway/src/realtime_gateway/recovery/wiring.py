@@ -36,6 +36,7 @@ from realtime_gateway.recovery.history import HistoryStore, MemoryHistory, Posit
 from realtime_gateway.recovery.manager import HoldingManager
 from realtime_gateway.recovery.resilience import PROBE_TIMEOUT_S, RedisBreaker
 from realtime_gateway.state.base import ReconnectGrant, SocketRecord
+from realtime_gateway.state.connect import tls_options
 from realtime_gateway.transport.acks import Ack, ErrorCode, err, ok
 from realtime_gateway.transport.payloads import Id, _Payload, parse
 
@@ -264,6 +265,7 @@ def _probe_client(gateway: Gateway) -> Any:
         socket_timeout=PROBE_TIMEOUT_S,
         max_connections=2,
         retry=Retry(NoBackoff(), 0),  # a refused connection is an answer, not a reason to wait
+        **tls_options(endpoint),
     )
 
 
