@@ -24,6 +24,7 @@ from bench.scenarios import SCENARIOS, Options, report, say, steps_table
 RESULTS_DIR = servers.REPO / "bench" / "results"
 DEFAULT_RATES = [1000, 2500, 5000, 7500, 10000, 12500, 15000, 20000, 25000]
 QUICK_RATES = [1000, 5000, 10000, 20000]
+QUICK_X_RATES = [1000, 5000]
 
 
 def raise_fd_limit() -> int:
@@ -102,20 +103,21 @@ def options(args: argparse.Namespace, run_dir: Path) -> Options:
     rates = (
         [int(x) for x in args.rates.split(",")] if args.rates else (QUICK_RATES if quick else DEFAULT_RATES)
     )
-    x_rates = [int(x) for x in args.x_rates.split(",")] if args.x_rates else (QUICK_RATES if quick else rates)
+    x_default = QUICK_X_RATES if quick else rates
+    x_rates = [int(x) for x in args.x_rates.split(",")] if args.x_rates else x_default
     ours_env = dict(kv.split("=", 1) for kv in args.ours_env)
     return Options(
         run_dir=run_dir,
         quick=quick,
         workers=max(1, args.workers),
-        orders=args.orders or (150 if quick else 300),
+        orders=args.orders or (100 if quick else 300),
         rates=rates,
         x_rates=x_rates,
         step_seconds=args.step_seconds or (3.0 if quick else 5.0),
         drain_ms=1500 if quick else 2000,
-        connections=args.connections or (3000 if quick else 15000),
+        connections=args.connections or (1500 if quick else 15000),
         k_rate=args.k_rate,
-        k_seconds=5.0 if quick else 10.0,
+        k_seconds=3.0 if quick else 10.0,
         ours_env=ours_env,
         profile=bool(args.profile),
         ours_patches=str(args.ours_patch),

@@ -146,8 +146,7 @@ def start_targets(
                     )
                 )
     except BaseException:
-        for s in out:
-            s.stop()
+        servers.stop_all(out)
         raise
     return out
 
@@ -203,7 +202,8 @@ async def location_run(
         if opts.profile and target == "ours":
             spy = PySpy(procs[0].pid, opts.run_dir / f"{tag}-pyspy.txt")
         # Warm-up (not reported): first-use costs (imports, caches, JIT in Node) stay out of step 1.
-        warm = {"cmd": "step", "seconds": 2, "startAt": int(time.time() * 1000) + 200, "drainMs": 1000}
+        warm_s = 1 if opts.quick else 2
+        warm = {"cmd": "step", "seconds": warm_s, "startAt": int(time.time() * 1000) + 200, "drainMs": 1000}
         warm_rate = rates[0] / opts.workers / 2
         await asyncio.gather(*(g.command({**warm, "rate": warm_rate}, wait_s=60) for g in gens))
         for rate in rates:
@@ -266,8 +266,7 @@ async def location_run(
     finally:
         for g in gens:
             await g.close()
-        for p in procs:
-            p.stop()
+        servers.stop_all(procs)
     best = best_held(steps, P99_LIMIT_MS)
     peak = max(steps, key=lambda s: s.deliveries_per_s) if steps else None
     return {
@@ -353,8 +352,7 @@ async def connections_run(t: str, opts: Options) -> dict[str, Any]:
         )
         return res
     finally:
-        for p in procs:
-            p.stop()
+        servers.stop_all(procs)
 
 
 # ---- K: Kafka order.status_changed to subscribed customers ----------------------------------------
@@ -490,8 +488,7 @@ async def scenario_k(opts: Options) -> dict[str, Any]:
     finally:
         if gen is not None:
             await gen.close()
-        for p in procs:
-            p.stop()
+        servers.stop_all(procs)
         kafka.stop()
         redis.stop()
     return out
