@@ -38,17 +38,28 @@ class _NodeLink:
         self._owner = owner
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._connect_lock = asyncio.Lock()
         self.channels: set[str] = set()
+
+    async def _connected(self) -> None:
+        """Open the pub/sub connection once. redis-py's ``PubSub.connect`` checks for a connection
+        and then awaits the pool, so concurrent first calls would each take one and the last
+        would win: the others' SSUBSCRIBEs go out on orphaned connections and are never confirmed."""
+        if self._task is not None:
+            return
+        async with self._connect_lock:
+            if self._task is None:
+                await self._pubsub.connect()
+                self._task = asyncio.create_task(self._read(), name=f"fanout-reader-{self.name}")
 
     async def subscribe(self, channel: str) -> None:
         key = channel.encode()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(key, []).append(fut)
         try:
+            await self._connected()
             await self._pubsub.ssubscribe(channel)
             self.channels.add(channel)
-            if self._task is None:
-                self._task = asyncio.create_task(self._read(), name=f"fanout-reader-{self.name}")
             await asyncio.wait_for(fut, _CONFIRM_TIMEOUT)
         finally:
             waiters = self._waiters.get(key)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
-from redis.asyncio import Redis, RedisCluster, Sentinel
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster, Sentinel
 from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.sentinel import SentinelConnectionPool
 
 from realtime_gateway.settings import RedisEndpoint, RedisMode
 
@@ -38,6 +39,27 @@ class RedisHandles:
             await client.aclose()
 
 
+# redis-py's default pool raises MaxConnectionsError once 100 connections are busy, which a burst
+# of socket events reaches within milliseconds; a blocking pool makes the excess wait its turn
+# (bounded, so a stuck Redis still surfaces as an error) instead of failing the event.
+POOL_SIZE: Final = 100
+POOL_WAIT_S: Final = 10.0
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):  # type: ignore[misc]
+    """The Sentinel master lookup of SentinelConnectionPool with BlockingConnectionPool's waiting."""
+
+    def __init__(self, service_name: str, sentinel_manager: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max_connections", POOL_SIZE)
+        kwargs.setdefault("timeout", POOL_WAIT_S)
+        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+
+
+def _standalone_client(url: str, **kwargs: Any) -> Redis:
+    pool = BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S, **kwargs)
+    return Redis.from_pool(pool)
+
+
 def tls_options(endpoint: RedisEndpoint) -> dict[str, Any]:
     """Extra redis-py options for ``rediss://`` URLs (a private CA); give them to every client."""
     return {"ssl_ca_certs": endpoint.tls_ca_file} if endpoint.tls and endpoint.tls_ca_file else {}
@@ -58,8 +80,8 @@ def open_redis(mode: RedisMode, endpoint: RedisEndpoint, sentinel_master: str | 
         host, port = endpoint.hosts[0]
         url = endpoint.url_for(host, port)
         tls = tls_options(endpoint)
-        commands: Any = Redis.from_url(url, decode_responses=True, **tls)
-        publisher: Any = Redis.from_url(url, **tls)
+        commands: Any = _standalone_client(url, decode_responses=True, **tls)
+        publisher: Any = _standalone_client(url, **tls)
         return RedisHandles(mode, commands, publisher, lambda _c: "main", lambda _n: publisher, [])
     if mode == "sentinel":
         assert sentinel_master is not None
@@ -69,8 +91,10 @@ def open_redis(mode: RedisMode, endpoint: RedisEndpoint, sentinel_master: str | 
             db=endpoint.db,
             **common,
         )
-        commands = sentinel.master_for(sentinel_master, decode_responses=True)
-        publisher = sentinel.master_for(sentinel_master)
+        commands = sentinel.master_for(
+            sentinel_master, connection_pool_class=_BlockingSentinelPool, decode_responses=True
+        )
+        publisher = sentinel.master_for(sentinel_master, connection_pool_class=_BlockingSentinelPool)
         return RedisHandles(mode, commands, publisher, lambda _c: "main", lambda _n: publisher, [])
     nodes = [ClusterNode(host, port) for host, port in endpoint.hosts]
     commands = RedisCluster(startup_nodes=nodes, decode_responses=True, **common)
