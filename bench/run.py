@@ -85,7 +85,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--profile",
         action="store_true",
-        help="py-spy on our gateway during L/X steps, tracemalloc during C (numbers then are not benchmarks)",
+        help="py-spy on our gateway during the L/X steps, C's connects and K (then not benchmark numbers)",
+    )
+    ap.add_argument(
+        "--profile-memory",
+        action="store_true",
+        help="C on a gateway with tracemalloc, reporting allocation sites while the sockets are held",
     )
     ap.add_argument(
         "--ours-patch",
@@ -120,6 +125,7 @@ def options(args: argparse.Namespace, run_dir: Path) -> Options:
         k_seconds=3.0 if quick else 10.0,
         ours_env=ours_env,
         profile=bool(args.profile),
+        profile_memory=bool(args.profile_memory),
         ours_patches=str(args.ours_patch),
         targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
     )

@@ -46,6 +46,7 @@ class Options:
     ours_env: dict[str, str] = field(default_factory=dict)
     targets: tuple[str, ...] = TARGETS
     profile: bool = False
+    profile_memory: bool = False
     ours_patches: str = ""
 
 
@@ -320,8 +321,9 @@ async def scenario_c(opts: Options) -> dict[str, Any]:
 
 
 async def connections_run(t: str, opts: Options) -> dict[str, Any]:
-    traced = opts.profile and t == "ours"
+    traced = opts.profile_memory and t == "ours"
     procs = start_targets(t, opts, f"C-{t}", 1, None, traced=traced)
+    spy = PySpy(procs[0].pid, opts.run_dir / "C-ours-pyspy.txt") if opts.profile and t == "ours" else None
     try:
         cfg = {
             "mode": "C",
@@ -340,6 +342,9 @@ async def connections_run(t: str, opts: Options) -> dict[str, Any]:
         say(f"C {t}: opening {opts.connections} idle authenticated sockets")
         try:
             res = await gen.start(wait_s=opts.connections / 50 + 120)
+            if spy is not None:
+                (opts.run_dir / "profile-C-ours.txt").write_text(spy.stop())
+                say(f"C {t}: py-spy profile of the connects in {opts.run_dir / 'profile-C-ours.txt'}")
             if traced:
                 report_path = opts.run_dir / f"C-{t}-tracemalloc.txt"
                 await asyncio.to_thread(signal_dump, report_path)
