@@ -198,7 +198,9 @@ def start_reference(
     if redis_url:
         env["RTG_REDIS_URL"] = redis_url
     node = shutil.which("node") or "node"
-    proc = Proc(name, [node, str(REFERENCE_DIR / "server.js")], log_dir, env=env, cwd=REFERENCE_DIR)
+    # e.g. BENCH_REFERENCE_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the reference
+    extra = os.environ.get("BENCH_REFERENCE_NODE_ARGS", "").split()
+    proc = Proc(name, [node, *extra, str(REFERENCE_DIR / "server.js")], log_dir, env=env, cwd=REFERENCE_DIR)
     server = Server(proc, port)
     proc.wait_ready(lambda: http_ok(f"{server.url}/healthz"), 30, f"reference {name}")
     return server
