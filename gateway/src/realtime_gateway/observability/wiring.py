@@ -20,6 +20,7 @@ from opentelemetry import trace
 from redis.exceptions import NoScriptError, RedisError
 
 from realtime_contract import NAMESPACE_ROLES
+from realtime_gateway.auth.errors import AuthError, ConnectCode
 from realtime_gateway.limits import (
     LIMIT_EXCEEDED,
     ConnectionGate,
@@ -40,6 +41,7 @@ from realtime_gateway.ratelimit import (
     classify,
     parse_rule,
 )
+from realtime_gateway.transport.acks import ErrorCode, err
 
 if TYPE_CHECKING:
     from realtime_gateway.app import Gateway
@@ -51,6 +53,7 @@ AUTH_CODES: Final = frozenset({"AUTH_REQUIRED", "AUTH_INVALID", "AUTH_EXPIRED", 
 # Events whose failure means a message did not reach its recipients.
 DELIVERY_EVENTS: Final = frozenset({"location:update", "chat:message:send", "job:offer:accept"})
 DRAIN_EVENT: Final = "server:draining"
+READINESS_INTERVAL_S: Final = 2.0
 # Clean close code for "this server is restarting, come back" (RFC 6455 registry).
 WS_SERVICE_RESTART: Final = 1012
 
@@ -231,8 +234,6 @@ def install_operations(gateway: Gateway, app: web.Application) -> Operations:
 
     # Connect: count the attempt, then admission (draining, capacity, per-IP rate) before auth.
     async def admission(namespace: str, environ: dict[str, Any], auth: Any) -> None:
-        from realtime_gateway.auth.errors import AuthError, ConnectCode
-
         metrics.connection_attempts.labels(namespace_label(namespace)).inc()
         refusal = await gate.admit(environ)
         if refusal is not None:
@@ -240,8 +241,6 @@ def install_operations(gateway: Gateway, app: web.Application) -> Operations:
 
     # Events: the user's token bucket for the event's class, then the subscription cap.
     async def rate_limit(conn: Conn, event: str, data: Any) -> dict[str, Any] | None:
-        from realtime_gateway.transport.acks import ErrorCode, err
-
         event_class = classify(event)
         decision = await limiter.hit(conn.claims.user_id, event_class)
         if decision.allowed:
@@ -254,8 +253,6 @@ def install_operations(gateway: Gateway, app: web.Application) -> Operations:
         )
 
     async def subscription_cap(conn: Conn, event: str, data: Any) -> dict[str, Any] | None:
-        from realtime_gateway.transport.acks import err
-
         if event != "order:subscribe":
             return None
         order_id = data.get("orderId") if isinstance(data, dict) else None
@@ -285,11 +282,26 @@ def install_operations(gateway: Gateway, app: web.Application) -> Operations:
     handlers.event_scope = _event_scope(tracing)
     gateway.manager.on_delivered = _delivery_recorder(metrics, tracing)
 
+    # realtime_ready follows /readyz (Redis, Kafka, draining) for the "no healthy instance" alert.
+    async def follow_readiness() -> None:
+        while True:
+            try:
+                ready, _ = await gateway.readiness()
+            except Exception:
+                ready = False
+            metrics.ready.set(1 if ready else 0)
+            await asyncio.sleep(READINESS_INTERVAL_S)
+
+    tasks: list[asyncio.Task[None]] = []
+
     async def start() -> None:
-        metrics.ready.set(1)
         watchdog.start()
+        tasks.append(asyncio.create_task(follow_readiness(), name="readiness-gauge"))
 
     async def stop() -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await watchdog.stop()
         tracing.force_flush(2.0)
         tracing.shutdown()
