@@ -13,6 +13,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from realtime_contract import Env
 from realtime_gateway.ingest.envelope import build_envelope
@@ -61,18 +62,28 @@ async def end_offsets(d: KafkaDeployment, topic_key: str) -> int:
     return sum(ends.values())
 
 
-async def rewind(d: KafkaDeployment, group: str, topic_key: str) -> None:
-    """Commit offset 0 for every partition: the state of a consumer that crashed before committing."""
+async def rewind(d: KafkaDeployment, group: str, topic_key: str, within: float = 45.0) -> None:
+    """Commit offset 0 for every partition: the state of a consumer that crashed before committing.
+
+    Retried: the broker accepts it only once the stopped member has left the group.
+    """
     parts = await partitions(d, topic_key)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=d.broker.bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        consumer.assign(parts)
-        await consumer.commit(dict.fromkeys(parts, 0))
-    finally:
-        await consumer.stop()
+    deadline = time.monotonic() + within
+    while True:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=d.broker.bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            consumer.assign(parts)
+            await consumer.commit(dict.fromkeys(parts, 0))
+            return
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+        finally:
+            await consumer.stop()
+        await asyncio.sleep(0.5)
 
 
 @pytest.mark.parametrize("redis", ["standalone", "cluster"])
@@ -134,14 +145,14 @@ async def test_a_consumer_restarted_before_commit_delivers_nothing_twice(kafka_d
     async def caught_up(group: str) -> bool:
         return await committed(d, group, "orderEvents") == total
 
-    await eventually(lambda: caught_up(d.group), within=20, what="instance 0 committed everything")
+    await eventually(lambda: caught_up(d.group), within=45, what="instance 0 committed everything")
     await asyncio.to_thread(d.procs[0].stop)
     await rewind(d, d.group, "orderEvents")
     assert await committed(d, d.group, "orderEvents") == 0
     # The restarted consumer reads every record again (committing as it goes); the Redis dedup
     # drops them all, so no client sees a second copy.
     await d.start_gateways(1)
-    await eventually(lambda: caught_up(d.group), within=30, what="restarted consumer re-read everything")
+    await eventually(lambda: caught_up(d.group), within=60, what="restarted consumer re-read everything")
     await asyncio.sleep(QUIET)
     assert c.pending("order:status") == [] and p.pending("order:status") == []
     # New events still flow, once each.
