@@ -62,23 +62,46 @@ class Dispatcher:
         self._offers = offers
         self._dedup = dedup
         self.stats = stats or IngestStats()
+        # Claims of events whose effect failed and whose claim could not be released.
+        self._orphaned: set[str] = set()
 
     async def handle(self, event: ev.Event) -> Outcome:
         """Apply ``event`` once. Raises when an effect failed; the event is then not marked seen."""
         if event.type in ev.PRODUCED_ONLY_TYPES:
             outcome = Outcome.IGNORED
-        elif await self._dedup.seen(event.event_id):
+        elif not self._reclaim(event.event_id) and await self._claim(event.event_id):
             outcome = Outcome.DUPLICATE
         else:
             try:
                 await self._apply(event)
             except BaseException:
-                await self._dedup.forget(event.event_id)
+                try:
+                    await self._dedup.forget(event.event_id)
+                except BaseException:
+                    # Redis failed between the claim and the effect: the claim survives (a
+                    # restarted Redis reloads it), so this process's retry must apply the event
+                    # rather than drop it as a duplicate.
+                    self._orphaned.add(event.event_id)
                 raise
             outcome = Outcome.DELIVERED
             self.stats.by_type[event.type] += 1
         self.stats.by_outcome[outcome] += 1
         return outcome
+
+    async def _claim(self, event_id: str) -> bool:
+        """``dedup.seen``; a claim whose answer was lost (Redis dropped the connection after the
+        SET) may exist, so the retry in this process applies the event instead of dropping it."""
+        try:
+            return await self._dedup.seen(event_id)
+        except BaseException:
+            self._orphaned.add(event_id)
+            raise
+
+    def _reclaim(self, event_id: str) -> bool:
+        if event_id in self._orphaned:
+            self._orphaned.discard(event_id)
+            return True
+        return False
 
     async def _apply(self, event: ev.Event) -> None:
         p = event.payload
