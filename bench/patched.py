@@ -11,6 +11,7 @@ gateway's own code is untouched. ``$BENCH_PATCHES`` holds the comma-separated na
   in a loop instead of one task per recipient.
 - ``redis-pool``: redis-py connection pools of 2,000 instead of 100 connections.
 - ``pubsub-lock``: redis-py ``PubSub.connect`` serialised per pub/sub object.
+- ``no-binary-scan``: python-socketio's ``Packet.data_is_binary`` only looks at the top level.
 """
 
 from __future__ import annotations
@@ -112,12 +113,20 @@ def _pubsub_lock() -> None:
     client.PubSub.connect = connect  # type: ignore[method-assign]
 
 
+def _no_binary_scan() -> None:
+    from socketio import packet
+
+    # The gateway never sends bytes: skip the recursive scan of every outgoing payload.
+    packet.Packet.data_is_binary = classmethod(lambda cls, data: isinstance(data, bytes | bytearray))
+
+
 PATCHES = {
     "no-deflate": _no_deflate,
     "sync-handlers": _sync_handlers,
     "emit-no-tasks": _emit_no_tasks,
     "redis-pool": _redis_pool,
     "pubsub-lock": _pubsub_lock,
+    "no-binary-scan": _no_binary_scan,
 }
 
 
