@@ -27,6 +27,7 @@ from realtime_gateway.observability.tracing import remote_parent
 from realtime_gateway.recovery.history import HistoryStore, Position
 
 ORDER_ROOM_PREFIX = "order:"
+FILL_ATTEMPTS = 4
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,16 @@ class HoldingManager(RoomFanoutManager):
         """Deliver what the history holds after ``last``; return the new last position."""
         assert self.history is not None
         order_id = room[len(ORDER_ROOM_PREFIX) :]
-        result = await self.history.recover(order_id, last)
+        for attempt in range(FILL_ATTEMPTS):
+            try:
+                result = await self.history.recover(order_id, last)
+                break
+            except Exception:
+                # Right after a Redis restart the pool still holds dead connections; if every
+                # attempt fails, the next message or ``catch_up`` fills the gap.
+                if attempt == FILL_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.05 * 2**attempt)
         if not result.recovered:
             log.warning("gap in %s after offset %d cannot be filled from the history", room, last.offset)
             return last
