@@ -96,3 +96,40 @@ def test_table_aligns_columns() -> None:
     assert lines[0].startswith("metric")
     assert len({len(line) for line in lines}) == 1  # every row as wide as the header rule
     assert lines[3].endswith("12,345")
+
+
+def test_pyspy_summary_counts_self_and_inclusive_time() -> None:
+    from bench.profiling import summarize
+
+    raw = "\n".join(
+        [
+            "main (app.py:1);handle (app.py:10);send (ws.py:5) 6",
+            "main (app.py:1);handle (app.py:12);encode (json.py:7) 3",
+            "main (app.py:1);idle (loop.py:2) 1",
+        ]
+    )
+    text = summarize(raw)
+    assert text.startswith("samples: 10")
+    self_part, incl_part = text.split("== inclusive")
+    assert "60.0%  send (ws.py:5)" in self_part
+    assert "30.0%  encode (json.py:7)" in self_part
+    # handle() appears at two lines but counts once per stack: 9 of 10 samples
+    assert "90.0%  handle (app.py)" in incl_part
+    assert "100.0%  main (app.py)" in incl_part
+    assert summarize("") == "no samples"
+
+
+def test_report_tolerates_missing_and_failed_parts() -> None:
+    from bench.scenarios import report, steps_table
+
+    results = {
+        "L": {
+            "ours": {"error": "gateway did not start"},
+            "reference": {"steps": [], "best": None, "peak": None},
+        },
+        "K": {"ours": {"status": "not available: no Kafka"}},
+    }
+    text = report(results)
+    assert "L embedded: max held updates/s" in text
+    assert "not available: no Kafka" in text
+    assert steps_table(results) == ""
