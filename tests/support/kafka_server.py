@@ -43,8 +43,12 @@ def kafka_home() -> Path:
 
 
 def _random_cluster_id() -> str:
-    # Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    # Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding. An id that starts
+    # with "-" is read by the storage tool's argument parser as an option, so draw again.
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
 
 
 def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
