@@ -1,8 +1,8 @@
 """DoS limits of one gateway instance (seed "Security Architecture → DoS Protection").
 
 - connections per instance: a namespace connect beyond ``max_connections`` is refused ``CAPACITY``;
-- connection attempts per client IP and window: refused ``RATE_LIMITED`` with ``retryAfterMs``
-  (shared across instances through the same token bucket as the per-user limits);
+- connection attempts per client IP and window (when configured): refused ``RATE_LIMITED`` with
+  ``retryAfterMs`` (shared across instances through the same token bucket as the per-user limits);
 - payload size: Engine.IO's ``max_http_buffer_size``; a bigger WebSocket frame closes the
   connection with 1009, a bigger polling POST gets HTTP 400 and the session ends;
 - subscriptions per socket: ``order:subscribe`` beyond ``max_subscriptions`` acks ``LIMIT_EXCEEDED``;
@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -28,7 +28,7 @@ from aiohttp.typedefs import Middleware
 from realtime_contract import NAMESPACE_ROLES
 
 from .observability.metrics import GatewayMetrics
-from .ratelimit import DEFAULT_RULES, RateLimiter, RateRule
+from .ratelimit import RateLimiter, RateRule
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ LIMIT_EXCEEDED: Final = "LIMIT_EXCEEDED"
 @dataclass(frozen=True, slots=True)
 class ProtectionConfig:
     max_connections: int = 5000
-    connect_rate: RateRule = field(default_factory=lambda: DEFAULT_RULES["connect"])
+    # Connection attempts per client IP; None leaves per-IP limiting to the ingress.
+    connect_rate: RateRule | None = None
     # e.g. "X-Forwarded-For"; only set it when every request passes through that proxy.
     trusted_proxy_header: str | None = None
     # How many proxies you run that append to the header: the client is that many from the right.
@@ -115,6 +116,8 @@ class ConnectionGate:
             return Refusal(CAPACITY, "instance is draining, connect to another", "DRAINING")
         if self._connections() >= self.config.max_connections:
             return Refusal(CAPACITY, "instance is at its connection limit", CAPACITY)
+        if self.config.connect_rate is None:
+            return None
         decision = await self._limiter.hit(client_ip(environ, self.config), "connect")
         if not decision.allowed:
             return Refusal(

@@ -201,7 +201,8 @@ class Settings(BaseModel):
     rate_limit_general: str = Field(default="100/60s", validation_alias=Env.RATE_LIMIT_GENERAL)
     rate_limit_location: str = Field(default="1000/60s", validation_alias=Env.RATE_LIMIT_LOCATION)
     rate_limit_chat: str = Field(default="50/60s", validation_alias=Env.RATE_LIMIT_CHAT)
-    connect_rate_limit: str = Field(default="120/60s", validation_alias=Env.CONNECT_RATE_LIMIT)
+    # Off unless set: behind an ingress without RTG_TRUSTED_PROXY_HEADER every client shares one IP.
+    connect_rate_limit: str | None = Field(default=None, validation_alias=Env.CONNECT_RATE_LIMIT)
     max_payload_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = Field(
         default=64 * 1024, validation_alias=Env.MAX_PAYLOAD_BYTES
     )
@@ -218,8 +219,9 @@ class Settings(BaseModel):
 
     @field_validator("rate_limit_general", "rate_limit_location", "rate_limit_chat", "connect_rate_limit")
     @classmethod
-    def _rate_rule(cls, value: str) -> str:
-        parse_rule(value)  # the ValueError names the expected POINTS/WINDOW form
+    def _rate_rule(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rule(value)  # the ValueError names the expected POINTS/WINDOW form
         return value
 
     reconnect_token_ttl_seconds: Annotated[int, Field(ge=10, le=7 * 86400)] = Field(

@@ -40,11 +40,10 @@ def test_client_ip_from_the_trusted_proxy_header() -> None:
 
 async def test_capacity_draining_and_connect_rate() -> None:
     metrics = GatewayMetrics(process_metrics=False)
-    cfg = ProtectionConfig(max_connections=2, connect_rate=RateRule(3, 60))
+    per_ip = RateRule(3, 60)
+    cfg = ProtectionConfig(max_connections=2, connect_rate=per_ip)
     live = [0]
-    gate = ConnectionGate(
-        cfg, MemoryRateLimiter({"connect": cfg.connect_rate}), metrics, connections=lambda: live[0]
-    )
+    gate = ConnectionGate(cfg, MemoryRateLimiter({"connect": per_ip}), metrics, connections=lambda: live[0])
     assert await gate.admit(environ("1.1.1.1")) is None
     live[0] = 2
     full = await gate.admit(environ("2.2.2.2"))
@@ -73,3 +72,11 @@ def test_subscription_cap_counts_refusals() -> None:
     assert gate.allow_subscription(0) and gate.allow_subscription(1)
     assert not gate.allow_subscription(2)
     assert metrics.subscriptions_refused._value.get() == 1
+
+
+async def test_no_per_ip_limit_unless_configured() -> None:
+    gate = ConnectionGate(
+        ProtectionConfig(), MemoryRateLimiter({"connect": RateRule(1, 60)}), None, connections=lambda: 0
+    )
+    for _ in range(5):
+        assert await gate.admit(environ("1.1.1.1")) is None

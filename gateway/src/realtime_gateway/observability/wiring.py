@@ -87,18 +87,20 @@ OPERATIONS_KEY: Final = web.AppKey("realtime_operations", Operations)
 
 
 def rate_rules(settings: Any) -> dict[str, RateRule]:
-    return {
+    rules = {
         "general": parse_rule(settings.rate_limit_general),
         "location": parse_rule(settings.rate_limit_location),
         "chat": parse_rule(settings.rate_limit_chat),
-        "connect": parse_rule(settings.connect_rate_limit),
     }
+    if settings.connect_rate_limit:
+        rules["connect"] = parse_rule(settings.connect_rate_limit)
+    return rules
 
 
 def protection_config(settings: Any) -> ProtectionConfig:
     return ProtectionConfig(
         max_connections=settings.max_connections,
-        connect_rate=parse_rule(settings.connect_rate_limit),
+        connect_rate=parse_rule(settings.connect_rate_limit) if settings.connect_rate_limit else None,
         trusted_proxy_header=settings.trusted_proxy_header,
         trusted_proxy_hops=settings.trusted_proxy_hops,
         max_payload_bytes=settings.max_payload_bytes,
