@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
-import ipaddress
 import json
 import secrets
 import shutil
@@ -22,11 +20,8 @@ from typing import Any
 import jwt
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from tests.support.certs import CertificateAuthority, issue_server_cert
 from tests.support.procs import ManagedProcess, free_port, port_open, wait_until
 
 pytestmark = pytest.mark.e2e_kind
@@ -59,32 +54,6 @@ def run(*argv: str, timeout: float = 900, input_text: str | None = None) -> str:
     return out.stdout
 
 
-def self_signed() -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
-
-
 @pytest.fixture(scope="module")
 def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     reason = missing_prerequisite()
@@ -114,7 +83,8 @@ def test_client_receives_an_event_over_wss_through_the_service(kind_cluster: Pat
     dev = REPO / "deploy" / "dev"
     for manifest in ("namespace.yaml", "redis.yaml", "kafka.yaml"):
         kubectl(kc, "apply", "-f", str(dev / manifest))
-    cert, key = self_signed()
+    leaf = issue_server_cert(CertificateAuthority())
+    cert, key = leaf.cert_pem, leaf.key_pem
     secrets_doc = [
         {
             "apiVersion": "v1",

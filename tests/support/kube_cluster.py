@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
-import ipaddress
 import json
 import ssl
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 
+from tests.support.certs import CertificateAuthority, Issued, key_pem, new_key, write_pem
 from tests.support.procs import ManagedProcess, free_port, port_open, wait_until
 from tests.support.versions import CACHE_DIR, VERSIONS
 
@@ -65,122 +60,10 @@ def helm_binary() -> Path:
     return HELM_BIN
 
 
-# --- certificates -----------------------------------------------------------------------------
+# --- kubeconfig -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Issued:
-    cert_pem: bytes
-    key_pem: bytes
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-class _CertificateAuthority:
-    """A throwaway CA; EC P-256 keys because they are generated in microseconds."""
-
-    def __init__(self, common_name: str) -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        now = datetime.datetime.now(datetime.UTC)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
-
-    @property
-    def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-    @property
-    def key_pem(self) -> bytes:
-        return _key_pem(self.key)
-
-    def issue(
-        self,
-        common_name: str,
-        *,
-        organizations: tuple[str, ...] = (),
-        server_names: tuple[str, ...] = (),
-        server_ips: tuple[str, ...] = (),
-        client: bool = False,
-    ) -> _Issued:
-        key = ec.generate_private_key(ec.SECP256R1())
-        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
-        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-        now = datetime.datetime.now(datetime.UTC)
-        usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else [ExtendedKeyUsageOID.SERVER_AUTH]
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name(attrs))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
-            )
-        )
-        if server_names or server_ips:
-            sans: list[x509.GeneralName] = [x509.DNSName(n) for n in server_names]
-            sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in server_ips]
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(self.key, hashes.SHA256())
-        return _Issued(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
-
-
-def _write(path: Path, data: bytes, mode: int = 0o600) -> Path:
-    path.write_bytes(data)
-    path.chmod(mode)
-    return path
-
-
-def _kubeconfig(server: str, ca_pem: bytes, user: str, issued: _Issued) -> str:
+def _kubeconfig(server: str, ca_pem: bytes, user: str, issued: Issued) -> str:
     """A kubeconfig with everything embedded, so the file alone is enough for any client."""
 
     def b64(data: bytes) -> str:
@@ -274,9 +157,9 @@ class KubeCluster:
         return "\n".join(p.tail() for p in self.procs.values())
 
     def _write_pki(self) -> dict[str, Path]:
-        ca = _CertificateAuthority("rtg-test-ca")
-        _write(self.ca_file, ca.cert_pem, 0o644)
-        _write(self.pki_dir / "ca.key", ca.key_pem)
+        ca = CertificateAuthority("rtg-test-ca")
+        write_pem(self.ca_file, ca.cert_pem, 0o644)
+        write_pem(self.pki_dir / "ca.key", ca.key_pem)
         serving = ca.issue(
             "kube-apiserver",
             server_names=(
@@ -288,11 +171,11 @@ class KubeCluster:
             ),
             server_ips=("127.0.0.1", "10.96.0.1"),
         )
-        _write(self.pki_dir / "apiserver.crt", serving.cert_pem, 0o644)
-        _write(self.pki_dir / "apiserver.key", serving.key_pem)
-        sa_key = ec.generate_private_key(ec.SECP256R1())
-        _write(self.pki_dir / "sa.key", _key_pem(sa_key))
-        _write(
+        write_pem(self.pki_dir / "apiserver.crt", serving.cert_pem, 0o644)
+        write_pem(self.pki_dir / "apiserver.key", serving.key_pem)
+        sa_key = new_key()
+        write_pem(self.pki_dir / "sa.key", key_pem(sa_key))
+        write_pem(
             self.pki_dir / "sa.pub",
             sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -300,21 +183,21 @@ class KubeCluster:
             0o644,
         )
         # front proxy (aggregation layer): without it every component logs a missing requestheader CA
-        front_ca = _CertificateAuthority("rtg-test-front-proxy-ca")
-        _write(self.pki_dir / "front-proxy-ca.crt", front_ca.cert_pem, 0o644)
+        front_ca = CertificateAuthority("rtg-test-front-proxy-ca")
+        write_pem(self.pki_dir / "front-proxy-ca.crt", front_ca.cert_pem, 0o644)
         front = front_ca.issue("front-proxy-client", client=True)
-        _write(self.pki_dir / "front-proxy-client.crt", front.cert_pem, 0o644)
-        _write(self.pki_dir / "front-proxy-client.key", front.key_pem)
+        write_pem(self.pki_dir / "front-proxy-client.crt", front.cert_pem, 0o644)
+        write_pem(self.pki_dir / "front-proxy-client.key", front.key_pem)
         admin = ca.issue("rtg-admin", organizations=("system:masters",), client=True)
-        _write(self.client_cert_file, admin.cert_pem, 0o644)
-        _write(self.client_key_file, admin.key_pem)
-        _write(self.kubeconfig, _kubeconfig(self.server, ca.cert_pem, "admin", admin).encode())
+        write_pem(self.client_cert_file, admin.cert_pem, 0o644)
+        write_pem(self.client_key_file, admin.key_pem)
+        write_pem(self.kubeconfig, _kubeconfig(self.server, ca.cert_pem, "admin", admin).encode())
         # the controller-manager and scheduler authenticate as themselves, so bootstrap RBAC applies
         out: dict[str, Path] = {}
         for component in ("kube-controller-manager", "kube-scheduler"):
             issued = ca.issue(f"system:{component}", client=True)
             path = self.base_dir / f"{component}.kubeconfig"
-            _write(path, _kubeconfig(self.server, ca.cert_pem, component, issued).encode())
+            write_pem(path, _kubeconfig(self.server, ca.cert_pem, component, issued).encode())
             out[component] = path
         return out
 

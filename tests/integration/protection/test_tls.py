@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import socket
 import ssl
 import sys
@@ -15,62 +13,31 @@ from pathlib import Path
 import aiohttp
 import pytest
 import socketio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from realtime_contract import Env
 from tests.integration.protection.conftest import uid
+from tests.support.certs import write_server_tls
 from tests.support.gateway_fixtures import TEST_JWT_SECRET, mint_token
 from tests.support.procs import ManagedProcess, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture
 def tls_gateway(tmp_path: Path, redis_url: str) -> Iterator[tuple[str, ssl.SSLContext]]:
-    cert, key = self_signed(tmp_path)
+    tls = write_server_tls(tmp_path)
     port = free_port()
     env = {
         Env.HOST: "127.0.0.1",
         Env.PORT: str(port),
         Env.REDIS_URL: redis_url,
         Env.JWT_SECRET: TEST_JWT_SECRET,
-        Env.TLS_CERT_FILE: str(cert),
-        Env.TLS_KEY_FILE: str(key),
+        Env.TLS_CERT_FILE: str(tls.cert_file),
+        Env.TLS_KEY_FILE: str(tls.key_file),
         Env.INSTANCE_ID: "gw-tls",
     }
     proc = ManagedProcess("gw-tls", [sys.executable, "-m", "realtime_gateway", "serve"], tmp_path, env=env)
-    trust = ssl.create_default_context(cafile=str(cert))
+    trust = ssl.create_default_context(cafile=str(tls.ca_file))
     url = f"https://127.0.0.1:{port}"
 
     def ready() -> bool:

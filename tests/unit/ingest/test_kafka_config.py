@@ -8,6 +8,7 @@ from realtime_contract import DEFAULT_CONSUMER_GROUP, Env
 from realtime_gateway.ingest.kafka_config import KafkaConfig, KafkaConfigError, kafka_config_from_settings
 from realtime_gateway.ingest.producer import record_headers
 from realtime_gateway.settings import SettingsError, load_settings
+from tests.support.certs import CertificateAuthority, write_pem
 
 pytestmark = pytest.mark.unit
 
@@ -69,34 +70,8 @@ def test_sasl_mechanisms(mechanism: str) -> None:
     assert "secret" not in repr(cfg)
 
 
-def _self_signed_pem(path: Path) -> Path:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-ca")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return path
-
-
 def test_tls_builds_an_ssl_context_trusting_the_configured_ca(tmp_path: Path) -> None:
-    ca = _self_signed_pem(tmp_path / "ca.pem")
+    ca = write_pem(tmp_path / "ca.pem", CertificateAuthority("test-ca").cert_pem)
     cfg = config(
         {
             Env.KAFKA_BOOTSTRAP_SERVERS: "k:9093",
