@@ -12,7 +12,6 @@ import asyncio
 import base64
 import concurrent.futures
 import shutil
-import time
 import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tests.support.procs import ManagedProcess, free_port, port_open, wait_until
+from tests.support.procs import ManagedProcess, ServerProcess, free_port, port_open
 from tests.support.versions import CACHE_DIR, VERSIONS
 
 HOST = "127.0.0.1"
@@ -57,12 +56,16 @@ def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return pool.submit(asyncio.run, factory()).result()
 
 
-class KafkaBroker:
+class KafkaBroker(ServerProcess):
     """One KRaft node (``process.roles=broker,controller``) on two free loopback ports."""
 
+    start_timeout = START_TIMEOUT
+    stop_timeout = STOP_TIMEOUT
+    poll_interval = 0.25
+    readiness = "metadata"
+
     def __init__(self, workdir: Path, *, name: str = "kafka", heap: str = "512m") -> None:
-        self.name = name
-        self.workdir = workdir
+        super().__init__(workdir, name=name)
         self.home = kafka_home()
         self.host = HOST
         self.port = free_port(HOST)
@@ -71,11 +74,6 @@ class KafkaBroker:
         self.data_dir = workdir / "data"
         self.config_path = workdir / "server.properties"
         self.cluster_id = _random_cluster_id()
-        self.proc: ManagedProcess | None = None
-        self.start_seconds = 0.0
-        # Ports may be re-picked only before the first start; after that restarts keep them.
-        self._ports_fixed = False
-        workdir.mkdir(parents=True, exist_ok=True)
 
     @property
     def bootstrap(self) -> str:
@@ -141,7 +139,7 @@ class KafkaBroker:
         if code != 0:
             raise RuntimeError(f"kafka storage format failed with {code}\n{fmt.tail()}")
 
-    def _ready(self) -> bool:
+    def ready(self) -> bool:
         # Skip the client until the listener is up: it would log a connection error per attempt.
         if not port_open(self.port, self.host):
             return False
@@ -159,68 +157,22 @@ class KafkaBroker:
 
         return _run_async(probe)
 
-    def start(self) -> KafkaBroker:
-        if self.proc is not None and self.proc.alive():
-            raise RuntimeError(f"{self.name} on {self.bootstrap} is already running")
-        started = time.monotonic()
+    @property
+    def address(self) -> str:
+        return self.bootstrap
+
+    def argv(self) -> list[str]:
+        return self._java("kafka.Kafka", str(self.config_path))
+
+    def prepare(self) -> None:
         if not (self.data_dir / "meta.properties").is_file():
             self._format()
-        attempts = 1 if self._ports_fixed else 3
-        argv = self._java("kafka.Kafka", str(self.config_path))
-        for attempt in range(1, attempts + 1):
-            self.proc = ManagedProcess(self.name, argv, self.workdir)
-            try:
-                wait_until(
-                    self._ready,
-                    timeout=START_TIMEOUT,
-                    interval=0.25,
-                    what=f"{self.name} metadata on {self.bootstrap}",
-                    proc=self.proc,
-                )
-                break
-            except RuntimeError:
-                # A free port can be taken by another process between picking and binding; the
-                # ports are not part of the formatted storage, so new ones only need a new config.
-                lost_race = "Address already in use" in self.proc.tail(200)
-                self.stop()
-                if not lost_race or attempt == attempts:
-                    raise
-                self.port, self.controller_port = free_port(HOST), free_port(HOST)
-                self._write_config()
-            except BaseException:
-                self.stop()
-                raise
-        self._ports_fixed = True
-        self.start_seconds = time.monotonic() - started
-        return self
 
-    def stop(self) -> None:
-        """Controlled shutdown (SIGTERM), SIGKILL after a deadline."""
-        if self.proc is not None:
-            self.proc.stop(timeout=STOP_TIMEOUT)
-            self.proc = None
-
-    def kill(self) -> None:
-        """Crash the broker (SIGKILL), for fault-injection tests; ``start()`` recovers it."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.stop()
-            self.proc = None
-
-    def restart(self) -> KafkaBroker:
-        """Stop and start again on the same ports and log directory (no reformat)."""
-        self.stop()
-        return self.start()
+    def repick_ports(self) -> None:
+        # The ports are not part of the formatted storage, so new ones only need a new config.
+        self.port, self.controller_port = free_port(HOST), free_port(HOST)
+        self._write_config()
 
     async def arestart(self) -> KafkaBroker:
         """``restart()`` for async tests, without blocking their event loop."""
         return await asyncio.to_thread(self.restart)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.alive()
-
-    def __enter__(self) -> KafkaBroker:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -10,7 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
 T = TypeVar("T")
 
@@ -105,3 +105,99 @@ class ManagedProcess:
                 self.kill()
         self._log.close()
         return self.popen.returncode
+
+
+class ServerProcess:
+    """A server run as one ``ManagedProcess`` on free loopback ports, in a directory the caller owns.
+
+    Subclasses say how to run it (``argv``), when it is ready (``ready``) and how to pick new ports
+    (``repick_ports``); ``restart()`` keeps the ports and the data.
+    """
+
+    start_timeout = 20.0
+    stop_timeout = 15.0
+    poll_interval = 0.1
+    readiness = "ready"
+
+    def __init__(self, workdir: Path, *, name: str, ports_fixed: bool = False) -> None:
+        self.name = name
+        self.workdir = workdir
+        self.proc: ManagedProcess | None = None
+        self.start_seconds = 0.0
+        # Ports may be re-picked only before the first start; after that restarts keep them.
+        self._ports_fixed = ports_fixed
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def address(self) -> str:
+        raise NotImplementedError
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def repick_ports(self) -> None:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Runs before every start (e.g. one-time storage formatting)."""
+
+    def start(self) -> Self:
+        if self.proc is not None and self.proc.alive():
+            raise RuntimeError(f"{self.name} on {self.address} is already running")
+        started = time.monotonic()
+        self.prepare()
+        attempts = 1 if self._ports_fixed else 3
+        for attempt in range(1, attempts + 1):
+            self.proc = ManagedProcess(self.name, self.argv(), self.workdir, cwd=self.workdir)
+            try:
+                wait_until(
+                    self.ready,
+                    timeout=self.start_timeout,
+                    interval=self.poll_interval,
+                    what=f"{self.name} {self.readiness} on {self.address}",
+                    proc=self.proc,
+                )
+                break
+            except RuntimeError:
+                # A free port can be taken by another process between picking and binding.
+                lost_race = "Address already in use" in self.proc.tail(200)
+                self.stop()
+                if not lost_race or attempt == attempts:
+                    raise
+                self.repick_ports()
+            except BaseException:
+                self.stop()
+                raise
+        self._ports_fixed = True
+        self.start_seconds = time.monotonic() - started
+        return self
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM), SIGKILL after ``stop_timeout``."""
+        if self.proc is not None:
+            self.proc.stop(timeout=self.stop_timeout)
+            self.proc = None
+
+    def kill(self) -> None:
+        """Crash the server (SIGKILL), for fault-injection tests; ``start()`` brings it back."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.stop()
+            self.proc = None
+
+    def restart(self) -> Self:
+        """Stop and start again on the same ports with the same data directory."""
+        self.stop()
+        return self.start()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.alive()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from tests.support.procs import ManagedProcess, free_port, wait_until
+from tests.support.procs import ServerProcess, free_port, wait_until
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 20.0
@@ -32,8 +32,11 @@ def _binary(name: str) -> str:
     return path
 
 
-class RedisServer:
+class RedisServer(ServerProcess):
     """One ``redis-server`` process; ``restart()`` keeps its port and its data."""
+
+    start_timeout = START_TIMEOUT
+    readiness = "PING"
 
     def __init__(
         self,
@@ -43,19 +46,18 @@ class RedisServer:
         port: int | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
-        self.name = name
-        self.workdir = workdir
+        super().__init__(workdir, name=name, ports_fixed=port is not None)
         self.host = HOST
         self.port = port or free_port(HOST)
         self.extra_args = list(extra_args)
-        self.proc: ManagedProcess | None = None
-        # Ports may be re-picked only before the first start; after that restarts keep them.
-        self._ports_fixed = port is not None
-        self.workdir.mkdir(parents=True, exist_ok=True)
 
     @property
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
 
     def argv(self) -> list[str]:
         return [
@@ -88,59 +90,14 @@ class RedisServer:
         with redis.Redis(host=self.host, port=self.port, socket_timeout=1, socket_connect_timeout=1) as r:
             return bool(r.ping())
 
-    def start(self) -> RedisServer:
-        if self.proc is not None and self.proc.alive():
-            raise RuntimeError(f"{self.name} on port {self.port} is already running")
-        attempts = 1 if self._ports_fixed else 3
-        for attempt in range(1, attempts + 1):
-            self.proc = ManagedProcess(self.name, self.argv(), self.workdir, cwd=self.workdir)
-            try:
-                wait_until(
-                    self.ping, timeout=START_TIMEOUT, what=f"{self.name} PING on {self.port}", proc=self.proc
-                )
-                break
-            except RuntimeError:
-                # A free port can be taken by another process between picking and binding.
-                lost_race = "Address already in use" in self.proc.tail()
-                self.stop()
-                if not lost_race or attempt == attempts:
-                    raise
-                self._repick_ports()
-        self._ports_fixed = True
-        return self
+    def ready(self) -> bool:
+        return self.ping()
 
-    def _repick_ports(self) -> None:
+    def repick_ports(self) -> None:
         self.port = free_port(HOST)
         if "--cluster-port" in self.extra_args:
             i = self.extra_args.index("--cluster-port") + 1
             self.extra_args[i] = str(free_port(HOST))
-
-    def stop(self) -> None:
-        """Graceful stop (SIGTERM: the server saves its data first)."""
-        if self.proc is not None:
-            self.proc.stop(timeout=15)
-            self.proc = None
-
-    def kill(self) -> None:
-        """Crash the server (SIGKILL), for fault-injection tests; ``start()`` brings it back."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.stop()
-            self.proc = None
-
-    def restart(self) -> RedisServer:
-        """Stop and start again on the same port with the same data directory."""
-        self.stop()
-        return self.start()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.alive()
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class RedisCluster:
