@@ -4,15 +4,20 @@ connection pool holds (defects 1 and 2 in docs/benchmarks.md), on a real Redis."
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from realtime_contract import Env
 from realtime_gateway.fanout.bus import RedisShardedBus
+from realtime_gateway.recovery.resilience import MAX_LOOP_LAG_S, PROBE_INTERVAL_S, RedisBreaker
 from realtime_gateway.settings import parse_redis_url
 from realtime_gateway.state.connect import open_redis
 from tests.integration.gateway.conftest import Deployer, uid
+from tests.integration.gateway.helpers import location
+from tests.support.gateway_fixtures import EmbeddedFactory, mint_token
 from tests.support.redis_server import RedisServer
+from tests.support.sio import SioClient
 
 pytestmark = pytest.mark.integration
 
@@ -81,3 +86,49 @@ async def test_a_hundred_concurrent_connects_and_subscribes_on_a_fresh_instance(
         *(c.call("order:subscribe", {"orderId": o}) for c, o in zip(clients, orders, strict=True))  # type: ignore[union-attr]
     )
     assert [a for a in acks if a.get("ok") is not True] == []
+
+
+async def test_an_overloaded_event_loop_does_not_open_the_redis_breaker(
+    embedded_factory: EmbeddedFactory, redis_url: str
+) -> None:
+    embedded = await embedded_factory(**{Env.REDIS_URL: redis_url})
+    breakers = [
+        getattr(g, "__self__", None)
+        for g in embedded.gateway.handlers.event_guards
+        if isinstance(getattr(g, "__self__", None), RedisBreaker)
+    ]
+    assert len(breakers) == 1
+    breaker = breakers[0]
+    assert breaker._task is not None  # started with the app
+
+    # CPU starvation: every pass of the loop runs 20 callbacks of 60 ms, so the breaker's PING
+    # (which needs a few passes) overruns its timeout although Redis itself is idle.
+    stop = asyncio.Event()
+
+    def hog() -> None:
+        time.sleep(0.06)  # a CPU-bound handler, not an await
+
+    async def busy() -> None:
+        while not stop.is_set():
+            hog()
+            await asyncio.sleep(0)
+
+    hogs = [asyncio.create_task(busy()) for _ in range(20)]
+    lagged = 0
+    try:
+        # Until the breaker measured the lag in several probe cycles (deadline: the load is slow).
+        async with asyncio.timeout(60):
+            while lagged < 4:
+                await asyncio.sleep(PROBE_INTERVAL_S)
+                lagged += breaker.loop_lag > MAX_LOOP_LAG_S
+    finally:
+        stop.set()
+        await asyncio.gather(*hogs)
+    assert breaker.trips == 0 and breaker.up is True
+    # Served normally once the load is gone.
+    client = SioClient(embedded.url, "/porter")
+    try:
+        await client.connect(token=mint_token(uid("porter"), "porter"))
+        assert (await client.call("location:update", location()))["ok"] is True
+    finally:
+        await client.disconnect()
