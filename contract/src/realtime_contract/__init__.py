@@ -58,6 +58,8 @@ class Env:
     TLS_CERT_FILE: Final = "RTG_TLS_CERT_FILE"
     TLS_KEY_FILE: Final = "RTG_TLS_KEY_FILE"
     TRANSPORTS: Final = "RTG_TRANSPORTS"
+    # permessage-deflate on WebSocket frames (off by default: ~100 KB of zlib state per socket).
+    WS_COMPRESSION: Final = "RTG_WS_COMPRESSION"
     MAX_CONNECTIONS: Final = "RTG_MAX_CONNECTIONS"
     DRAIN_SECONDS: Final = "RTG_DRAIN_SECONDS"
     OTLP_ENDPOINT: Final = "RTG_OTLP_ENDPOINT"

@@ -189,6 +189,9 @@ class Settings(BaseModel):
     transports: tuple[Transport, ...] = Field(
         default=("websocket", "polling"), validation_alias=Env.TRANSPORTS
     )
+    # Location frames are ~200 bytes and gain nothing from deflate, while its zlib state costs
+    # ~100 KB per socket and ~20 % of the fan-out CPU (docs/benchmarks.md).
+    ws_compression: bool = Field(default=False, validation_alias=Env.WS_COMPRESSION)
     max_connections: Annotated[int, Field(ge=0)] = Field(default=5000, validation_alias=Env.MAX_CONNECTIONS)
     drain_seconds: Annotated[float, Field(ge=0, le=3600)] = Field(
         default=20.0, validation_alias=Env.DRAIN_SECONDS

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import socketio
+from aiohttp.web import WebSocketResponse
 
 from realtime_contract import NAMESPACE_ROLES
 from realtime_gateway.fanout.manager import RoomFanoutManager
@@ -32,8 +33,29 @@ class FastJson:
             return json.loads(data)
 
 
+def _set_websocket_compression(sio: socketio.AsyncServer, compress: bool) -> None:
+    """Engine.IO's aiohttp driver always negotiates permessage-deflate (aiohttp's default); its
+    per-socket zlib state dominates the memory of an idle connection. Subclasses of the driver
+    (limits.py's guard) build on this one."""
+    eio: Any = sio.eio
+    base = eio._async["websocket"]
+    if base is None:
+        return
+
+    class WebSocket(base):  # type: ignore[misc, valid-type]
+        async def __call__(self, environ: Any) -> Any:
+            # The driver's own __call__ with ``compress`` passed through.
+            self._sock = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=compress)
+            await self._sock.prepare(environ["aiohttp.request"])
+            self.environ = environ
+            await self.handler(self)
+            return self._sock
+
+    eio._async = {**eio._async, "websocket": WebSocket}
+
+
 def create_server(settings: Settings, manager: RoomFanoutManager) -> socketio.AsyncServer:
-    return socketio.AsyncServer(
+    sio = socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=manager,
         namespaces=list(NAMESPACE_ROLES),
@@ -49,3 +71,5 @@ def create_server(settings: Settings, manager: RoomFanoutManager) -> socketio.As
         # Bigger frames close the WebSocket with 1009 (counted, see limits.py).
         max_http_buffer_size=settings.max_payload_bytes,
     )
+    _set_websocket_compression(sio, settings.ws_compression)
+    return sio
