@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 import socketio
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
 
 from realtime_gateway.fanout.bus import Bus
 from realtime_gateway.observability.tracing import current_traceparent, remote_parent
@@ -154,7 +156,10 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
             or not isinstance(room, str)
             or self.is_sid_room(namespace, room)
         ):
-            await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback)
+            if callback is None:
+                await self._emit_local(event, data, namespace, room, skip_sid)
+            else:
+                await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback)
             self._delivered(namespace, event, room, skip_sid, None)
             return
         await self.emit_room(room, event, data, namespaces=(namespace,), skip_sid=skip_sid)
@@ -195,8 +200,31 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
     ) -> None:
         for namespace in list(self.rooms) if namespaces is None else namespaces:
             if room in self.rooms.get(namespace, ()):
-                await super().emit(event, data, namespace, room=room, skip_sid=skip_sid)
+                await self._emit_local(event, data, namespace, room, skip_sid)
                 self._delivered(namespace, event, room, skip_sid, sent_at)
+
+    async def _emit_local(self, event: str, data: Any, namespace: str, room: Any, skip_sid: Any) -> None:
+        """python-socketio's ``AsyncManager.emit`` without a callback, minus its task per recipient:
+        the packet is encoded once and handed to each recipient's Engine.IO queue in turn (an
+        unbounded queue, so nothing here waits on a slow client)."""
+        if namespace not in self.rooms:
+            return
+        args = list(data) if isinstance(data, tuple) else ([] if data is None else [data])
+        skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
+        encoded = self.server.packet_class(
+            sio_packet.EVENT, namespace=namespace, data=[event, *args]
+        ).encode()
+        parts = encoded if isinstance(encoded, list) else [encoded]
+        pkts = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in parts]
+        send = self.server._send_eio_packet
+        for sid, eio_sid in list(self.get_participants(namespace, room)):
+            if sid in skip:
+                continue
+            try:
+                for p in pkts:
+                    await send(eio_sid, p)
+            except Exception:  # one broken socket must not cost the others their message
+                log.debug("emit to %s failed", sid, exc_info=True)
 
     def _delivered(self, namespace: str, event: str, room: Any, skip_sid: Any, sent_at: float | None) -> None:
         if self.on_delivered is None:
