@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+import logging
+from typing import Any, Final
 
 import orjson
 import socketio
@@ -32,6 +33,31 @@ class FastJson:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
             return json.loads(data)
+
+
+log = logging.getLogger(__name__)
+
+# Handled in the socket's own reader task instead of a new task per event: the GPS stream is the
+# bulk of incoming traffic and its handler is short (rate limit, store, emit). Per-socket order
+# is kept; a slow one delays only its own socket. Everything else (chat waits for the broker's
+# acknowledgement) keeps python-socketio's task per event.
+INLINE_EVENTS: Final = frozenset({"location:update"})
+
+
+class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
+    async def _handle_event(self, eio_sid: str, namespace: str | None, id: Any, data: Any) -> None:
+        event = data[0] if isinstance(data, list) and data else None
+        if not (isinstance(event, str) and event in INLINE_EVENTS):
+            await super()._handle_event(eio_sid, namespace, id, data)
+            return
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if not self.manager.is_connected(sid, namespace):
+            return
+        try:
+            await self._handle_event_internal(self, sid, eio_sid, data, namespace, id)
+        except Exception:  # as in a handler task: logged, the socket's reader carries on
+            log.exception("%s handler failed", event)
 
 
 _SCALARS: tuple[type, ...] = (str, int, float, bool, type(None))
@@ -79,8 +105,8 @@ def _set_websocket_compression(sio: socketio.AsyncServer, compress: bool) -> Non
     eio._async = {**eio._async, "websocket": WebSocket}
 
 
-def create_server(settings: Settings, manager: RoomFanoutManager) -> socketio.AsyncServer:
-    sio = socketio.AsyncServer(
+def create_server(settings: Settings, manager: RoomFanoutManager) -> GatewayServer:
+    sio = GatewayServer(
         async_mode="aiohttp",
         client_manager=manager,
         serializer=GatewayPacket,
