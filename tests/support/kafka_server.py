@@ -123,12 +123,18 @@ class KafkaBroker(ServerProcess):
             *args,
         ]
 
-    def _format(self) -> None:
+    def _format(self, *extra: str) -> None:
         self._write_config()
         fmt = ManagedProcess(
             f"{self.name}-format",
             self._java(
-                "kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", str(self.config_path)
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                self.cluster_id,
+                "-c",
+                str(self.config_path),
+                *extra,
             ),
             self.workdir,
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.support.certs import CertificateAuthority, issue_server_cert, write_pem
 from tests.support.kafka_server import KafkaBroker
-from tests.support.procs import ManagedProcess, free_port
+from tests.support.procs import free_port
 
 USER = "alice"
 PASSWORD = "alice-secret-0123"
@@ -62,29 +62,11 @@ class SecureKafkaBroker(KafkaBroker):
         )
         self.config_path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
-    def _format(self) -> None:
-        self._write_config()
+    def _format(self, *extra: str) -> None:
+        # SCRAM credentials live in the metadata log, so they are written when storage is formatted.
         scram = [
             arg
             for mechanism in MECHANISMS[1:]
             for arg in ("--add-scram", f"{mechanism}=[name={USER},password={PASSWORD}]")
         ]
-        fmt = ManagedProcess(
-            f"{self.name}-format",
-            self._java(
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                self.cluster_id,
-                "-c",
-                str(self.config_path),
-                *scram,
-            ),
-            self.workdir,
-        )
-        try:
-            code = fmt.popen.wait(timeout=60)
-        finally:
-            fmt.stop()
-        if code != 0:
-            raise RuntimeError(f"kafka storage format failed with {code}\n{fmt.tail()}")
+        super()._format(*extra, *scram)
