@@ -3,28 +3,22 @@ processes on a standalone Redis, or on the 3-node Redis Cluster."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis, RedisCluster
-from redis.asyncio.cluster import ClusterNode
+from redis.asyncio import RedisCluster
 
-from realtime_contract import Env
 from realtime_gateway.state.keys import room_channel
 from realtime_gateway.state.redis_store import RedisOrderAccessStore
+from tests.support.deploy import ROLE_NAMESPACE, redis_target, seed_order, uid
 from tests.support.gateway_fixtures import EmbeddedFactory, GatewayFactory, mint_token
 from tests.support.gateway_proc import GatewayProcess
 from tests.support.sio import SioClient
 
-ROLE_NAMESPACE = {"customer": "/client", "porter": "/porter", "admin": "/admin"}
-
-
-def uid(prefix: str) -> str:
-    """Unique ids keep tests independent on the shared (never flushed) Redis Cluster."""
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+# Re-exported: the tests of this directory and of tests/integration/reliability import them here.
+__all__ = ["ROLE_NAMESPACE", "Deployer", "Deployment", "uid"]
 
 
 @dataclass
@@ -38,11 +32,7 @@ class Deployment:
     clients: list[SioClient] = field(default_factory=list)
 
     async def order(self, customer_id: str, porter_id: str | None = None) -> str:
-        order_id = uid("order")
-        await self.orders.record_created(order_id, customer_id)
-        if porter_id is not None:
-            await self.orders.record_assigned(order_id, porter_id)
-        return order_id
+        return await seed_order(self.orders, customer_id, porter_id)
 
     async def connect(self, user_id: str, role: str, instance: int = 0, **kwargs: Any) -> SioClient:
         client = SioClient(self.urls[instance], ROLE_NAMESPACE[role])
@@ -103,18 +93,8 @@ async def deployer(
             embedded = await embedded_factory(**env)
             d = Deployment(kind, [embedded.url], [], embedded.gateway.stores.orders, None, embedded)
         else:
-            if kind == "redis":
-                url = request.getfixturevalue("redis_url")
-                redis: Any = Redis.from_url(url, decode_responses=True)
-                env = {Env.REDIS_URL: url, **env}
-            else:
-                cluster = request.getfixturevalue("redis_cluster")
-                nodes = cluster.startup_nodes
-                redis = RedisCluster(
-                    startup_nodes=[ClusterNode(h, p) for h, p in nodes], decode_responses=True
-                )
-                hosts = ",".join(f"{h}:{p}" for h, p in nodes)
-                env = {Env.REDIS_URL: f"redis://{hosts}", Env.REDIS_MODE: "cluster", **env}
+            redis, redis_env = redis_target(request, cluster=kind == "cluster")
+            env = {**redis_env, **env}
             closers.append(redis)
             procs = [gateway_factory(name=f"{kind}-gw{i}", **env) for i in range(instances)]
             d = Deployment(kind, [p.url for p in procs], procs, RedisOrderAccessStore(redis), redis)

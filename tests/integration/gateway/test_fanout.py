@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.gateway.conftest import Deployer, uid
-from tests.integration.gateway.helpers import eventually, location
+from tests.integration.gateway.helpers import location
+from tests.support.deploy import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +81,7 @@ async def test_last_member_leaving_unsubscribes_the_channel(deployer: Deployer, 
     async def gone() -> bool:
         return room not in d.fanout(0)["rooms"]
 
-    await eventually(gone, timeout=5, what="the room channel to be unsubscribed")
+    await eventually(gone, within=5, what="the room channel to be unsubscribed")
     # Redis has no subscriber left for the room, so nothing published there can reach instance A.
     assert await d.room_subscribers(room) == 0
     # Re-subscribing works again and delivers.

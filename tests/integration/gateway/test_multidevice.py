@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.gateway.conftest import Deployer, uid
-from tests.integration.gateway.helpers import eventually, location
+from tests.integration.gateway.helpers import location
+from tests.support.deploy import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +43,7 @@ async def test_two_devices_of_one_user(deployer: Deployer, single_kind: str) -> 
         async def no_sockets_left() -> bool:
             return bool(await sessions.sockets_of_user(customer) == set())
 
-        await eventually(no_sockets_left, timeout=5, what="the user's sockets to be forgotten")
+        await eventually(no_sockets_left, within=5, what="the user's sockets to be forgotten")
         return
 
     async def leftovers() -> list[str]:
@@ -56,7 +57,7 @@ async def test_two_devices_of_one_user(deployer: Deployer, single_kind: str) -> 
         return await leftovers() == []
 
     try:
-        await eventually(clean, timeout=5, what="the user's keys to be removed")
+        await eventually(clean, within=5, what="the user's keys to be removed")
     except AssertionError:
         raise AssertionError(f"keys left without a TTL: {await leftovers()}") from None
     assert (

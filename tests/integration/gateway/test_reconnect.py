@@ -110,7 +110,7 @@ async def test_reconnect_reauthorizes_subscriptions(deployer: Deployer, single_k
 async def test_ttls_are_renewed_while_connected(deployer: Deployer, single_kind: str) -> None:
     """A socket that lives longer than the reconnect-token TTL keeps a working token and its keys."""
     from realtime_contract import Env
-    from tests.integration.gateway.helpers import eventually
+    from tests.support.deploy import eventually
 
     d = await deployer(single_kind, **{"RTG_RECONNECT_TOKEN_TTL_SECONDS": "10", Env.LOG_LEVEL: "info"})
     customer, porter = uid("cust"), uid("porter")
@@ -129,12 +129,12 @@ async def test_ttls_are_renewed_while_connected(deployer: Deployer, single_kind:
             # The keepalive (every 10/3 s) pushed the TTL back up after time ran it down.
             return asyncio.get_running_loop().time() - started > 5 and await d.redis.ttl(key) > 8
 
-        await eventually(renewed, timeout=15, what="the reconnect token TTL to be renewed")
+        await eventually(renewed, within=15, what="the reconnect token TTL to be renewed")
 
     async def outlived() -> bool:
         return asyncio.get_running_loop().time() - started > 11
 
-    await eventually(outlived, timeout=20, what="the original token lifetime to pass")
+    await eventually(outlived, within=20, what="the original token lifetime to pass")
     await c.disconnect()
     again = await d.client("/client")
     await again.connect(auth={"reconnectToken": token})

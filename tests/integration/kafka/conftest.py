@@ -16,18 +16,19 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
-from redis.asyncio import Redis, RedisCluster
-from redis.asyncio.cluster import ClusterNode
 
 from realtime_contract import Env
 from realtime_gateway.ingest.envelope import build_envelope
+from tests.support.deploy import ROLE_NAMESPACE, eventually, redis_target, uid
 from tests.support.gateway_fixtures import GatewayFactory, mint_token
 from tests.support.gateway_proc import GatewayProcess
 from tests.support.kafka_server import KafkaBroker
 from tests.support.sio import SioClient
 
-ROLE_NAMESPACE = {"customer": "/client", "porter": "/porter", "admin": "/admin"}
 TOPIC_KEYS = ("orderEvents", "porterEvents", "notificationEvents", "chatEvents")
+# Re-exported for this directory's tests.
+__all__ = ["TOPIC_ENV", "TOPIC_KEYS", "Deploy", "KafkaDeployment", "eventually", "uid", "without_recovery"]
+
 TOPIC_ENV = {
     "orderEvents": Env.KAFKA_TOPIC_ORDER_EVENTS,
     "porterEvents": Env.KAFKA_TOPIC_PORTER_EVENTS,
@@ -36,25 +37,9 @@ TOPIC_ENV = {
 }
 
 
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
 def without_recovery(data: dict[str, Any]) -> dict[str, Any]:
     """An order-room event minus the recovery stamps (``offset``, ``epoch``) the emitter adds."""
     return {k: v for k, v in data.items() if k not in ("offset", "epoch")}
-
-
-async def eventually(probe: Callable[[], Awaitable[Any]], *, within: float, what: str) -> Any:
-    """Poll an async probe until it returns something truthy; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {within}s waiting for {what} (last: {last!r})")
 
 
 @dataclass
@@ -175,6 +160,19 @@ class KafkaDeployment:
             )
         return order_id
 
+    async def order_members(
+        self, *, customer_instance: int = 0, porter_instance: int = 1
+    ) -> tuple[str, str, str, SioClient, SioClient]:
+        """``(customer, porter, order_id, customer_client, porter_client)`` of a new order, both
+        connected and subscribed to its room."""
+        customer, porter = uid("cust"), uid("porter")
+        order_id = await self.order(customer, porter)
+        c = await self.connect(customer, "customer", instance=customer_instance)
+        p = await self.connect(porter, "porter", instance=porter_instance)
+        await self.subscribe(c, order_id)
+        await self.subscribe(p, order_id)
+        return customer, porter, order_id, c, p
+
     async def subscribe(self, client: SioClient, order_id: str, within: float = 20.0) -> None:
         """Subscribe once the gateway has consumed the order's access events."""
 
@@ -203,19 +201,7 @@ async def kafka_deploy(
         instances: int = 2, *, broker: KafkaBroker | None = None, redis: str = "standalone", **env: Any
     ) -> KafkaDeployment:
         broker = broker or kafka_broker
-        client: Any
-        if redis == "cluster":
-            cluster = request.getfixturevalue("redis_cluster")
-            nodes = cluster.startup_nodes
-            client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], decode_responses=True)
-            redis_env = {
-                Env.REDIS_URL: "redis://" + ",".join(f"{h}:{p}" for h, p in nodes),
-                Env.REDIS_MODE: "cluster",
-            }
-        else:
-            url = request.getfixturevalue("redis_url")
-            client = Redis.from_url(url, decode_responses=True)
-            redis_env = {Env.REDIS_URL: url}
+        client, redis_env = redis_target(request, cluster=redis == "cluster")
         suffix = uuid.uuid4().hex[:10]
         topics = {key: f"{key}-{suffix}" for key in TOPIC_KEYS}
         group = f"rtg-{suffix}"

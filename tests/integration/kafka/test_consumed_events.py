@@ -52,12 +52,7 @@ async def test_order_status_reaches_the_order_room_only(kafka_deploy: Deploy) ->
 @pytest.mark.parametrize("final", ["completed", "cancelled"])
 async def test_final_status_then_access_expires(kafka_deploy: Deploy, final: str) -> None:
     d = await kafka_deploy(2)
-    customer, porter = uid("cust"), uid("porter")
-    order_id = await d.order(customer, porter)
-    c = await d.connect(customer, "customer", instance=0)
-    p = await d.connect(porter, "porter", instance=1)
-    await d.subscribe(c, order_id)
-    await d.subscribe(p, order_id)
+    _, _, order_id, c, p = await d.order_members()
 
     await d.produce("orderEvents", f"order.{final}", {"orderId": order_id}, key=order_id)
     for client in (c, p):

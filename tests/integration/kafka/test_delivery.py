@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
@@ -39,19 +39,8 @@ async def committed(d: KafkaDeployment, group: str, topic_key: str) -> int:
     return sum(max(meta.offset, 0) for tp, meta in offsets.items() if tp.topic == d.topics[topic_key])
 
 
-async def partitions(d: KafkaDeployment, topic_key: str) -> list[TopicPartition]:
-    topic = d.topics[topic_key]
-    admin = AIOKafkaAdminClient(bootstrap_servers=d.broker.bootstrap)
-    await admin.start()
-    try:
-        [described] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-
-
 async def end_offsets(d: KafkaDeployment, topic_key: str) -> int:
-    parts = await partitions(d, topic_key)
+    parts = await d.partitions(topic_key)
     consumer = AIOKafkaConsumer(bootstrap_servers=d.broker.bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -67,7 +56,7 @@ async def rewind(d: KafkaDeployment, group: str, topic_key: str, within: float =
 
     Retried: the broker accepts it only once the stopped member has left the group.
     """
-    parts = await partitions(d, topic_key)
+    parts = await d.partitions(topic_key)
     deadline = time.monotonic() + within
     while True:
         consumer = AIOKafkaConsumer(
@@ -91,12 +80,7 @@ async def test_the_same_event_produced_twice_reaches_each_client_once(
     kafka_deploy: Deploy, redis: str
 ) -> None:
     d = await kafka_deploy(2, redis=redis)
-    customer, porter = uid("cust"), uid("porter")
-    order_id = await d.order(customer, porter)
-    c = await d.connect(customer, "customer", instance=0)
-    p = await d.connect(porter, "porter", instance=1)
-    await d.subscribe(c, order_id)
-    await d.subscribe(p, order_id)
+    _, _, order_id, c, p = await d.order_members()
 
     envelope = build_envelope("order.status_changed", {"orderId": order_id, "status": "loading"})
     for _ in range(2):  # a backend retrying its send
@@ -124,12 +108,7 @@ async def test_a_consumer_restarted_before_commit_delivers_nothing_twice(kafka_d
     d = await kafka_deploy(1)
     client_group = uid("rtg-clients")
     await d.start_gateways(1, **{Env.KAFKA_CONSUMER_GROUP: client_group})
-    customer, porter = uid("cust"), uid("porter")
-    order_id = await d.order(customer, porter)
-    c = await d.connect(customer, "customer", instance=1)
-    p = await d.connect(porter, "porter", instance=1)
-    await d.subscribe(c, order_id)
-    await d.subscribe(p, order_id)
+    _, _, order_id, c, p = await d.order_members(customer_instance=1)
 
     statuses = ["accepted", "loading", "on_the_way"]
     for status in statuses:

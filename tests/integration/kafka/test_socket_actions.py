@@ -9,8 +9,7 @@ import time
 import orjson
 import pytest
 
-from tests.integration.kafka.conftest import Deploy, KafkaDeployment, uid
-from tests.support.sio import SioClient
+from tests.integration.kafka.conftest import Deploy, uid
 
 pytestmark = pytest.mark.integration
 
@@ -23,20 +22,10 @@ def iso_in(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}Z"
 
 
-async def chat_pair(d: KafkaDeployment) -> tuple[str, str, str, SioClient, SioClient]:
-    customer, porter = uid("cust"), uid("porter")
-    order_id = await d.order(customer, porter)
-    c = await d.connect(customer, "customer", instance=0)
-    p = await d.connect(porter, "porter", instance=1)
-    await d.subscribe(c, order_id)
-    await d.subscribe(p, order_id)
-    return customer, porter, order_id, c, p
-
-
 @pytest.mark.parametrize("redis", ["standalone", "cluster"])
 async def test_chat_reaches_both_members_once_and_is_on_kafka(kafka_deploy: Deploy, redis: str) -> None:
     d = await kafka_deploy(2, redis=redis)
-    customer, _, order_id, c, p = await chat_pair(d)
+    customer, _, order_id, c, p = await d.order_members()
 
     ack = await c.call(
         "chat:message:send", {"orderId": order_id, "text": "Ring twice", "clientMessageId": "cm-1"}
@@ -209,7 +198,7 @@ async def test_job_offer_reject_is_produced_and_closes_the_other_devices(kafka_d
 
 async def test_typing_goes_to_the_other_members_only_and_is_throttled(kafka_deploy: Deploy) -> None:
     d = await kafka_deploy(2)
-    customer, porter, order_id, c, p = await chat_pair(d)
+    customer, porter, order_id, c, p = await d.order_members()
     watcher = await d.connect(uid("cust"), "customer", instance=0)  # not a member of the order
 
     assert await c.call("chat:typing", {"orderId": order_id}) == {"ok": True, "relayed": True}

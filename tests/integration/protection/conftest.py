@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import urllib.request
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,15 +14,13 @@ from redis.asyncio import Redis
 
 from realtime_contract import Env
 from realtime_gateway.state.redis_store import RedisOrderAccessStore
+from tests.support.deploy import ROLE_NAMESPACE, seed_order, uid
 from tests.support.gateway_fixtures import GatewayFactory, mint_token
 from tests.support.gateway_proc import GatewayProcess
 from tests.support.sio import SioClient
 
-ROLE_NAMESPACE = {"customer": "/client", "porter": "/porter", "admin": "/admin"}
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+# Re-exported for this directory's tests.
+__all__ = ["Stack", "ascrape", "scrape", "uid"]
 
 
 class Scrape:
@@ -73,11 +70,7 @@ class Stack:
         return self.factory(name=name, **{Env.REDIS_URL: self.redis_url, **env})
 
     async def order(self, customer_id: str, porter_id: str | None = None) -> str:
-        order_id = uid("order")
-        await self.orders.record_created(order_id, customer_id)
-        if porter_id is not None:
-            await self.orders.record_assigned(order_id, porter_id)
-        return order_id
+        return await seed_order(self.orders, customer_id, porter_id)
 
     def client(self, gw: GatewayProcess | str, namespace: str) -> SioClient:
         client = SioClient(gw if isinstance(gw, str) else gw.url, namespace)

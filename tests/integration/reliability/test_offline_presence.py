@@ -10,7 +10,6 @@ import pytest
 
 from realtime_gateway.ingest.envelope import build_envelope
 from realtime_gateway.offline.queue import queue_key
-from tests.integration.gateway.helpers import eventually
 from tests.integration.reliability.conftest import (
     Deployer,
     connect_logging,
@@ -18,6 +17,7 @@ from tests.integration.reliability.conftest import (
     post_events,
     uid,
 )
+from tests.support.deploy import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ async def test_user_offline_during_five_notifications_gets_all_five_once(
         async def emptied() -> bool:
             return bool(await d.redis.exists(queue_key(user), queue_key(porter)) == 0)
 
-        await eventually(emptied, timeout=5, what="offline queues emptied by the acks")
+        await eventually(emptied, within=5, what="offline queues emptied by the acks")
 
     # Online now: the next notification is live, not queued; a later reconnect gets nothing again.
     await post_events(d.urls[0], [notification_event(user, 5)])
@@ -90,12 +90,12 @@ async def test_porter_presence_two_devices_across_instances(deployer: Deployer) 
     async def devices(n: int) -> bool:
         return all(p["devices"] == n and p["online"] is (n > 0) for p in await presence_everywhere())
 
-    await eventually(lambda: devices(2), timeout=5, what="two devices online on every instance")
+    await eventually(lambda: devices(2), within=5, what="two devices online on every instance")
     await phone.disconnect()
-    await eventually(lambda: devices(1), timeout=5, what="one device left, still online")
+    await eventually(lambda: devices(1), within=5, what="one device left, still online")
     assert c.pending("porter:presence") == []  # closing one device is no presence change
     await tablet.disconnect()
-    await eventually(lambda: devices(0), timeout=5, what="offline everywhere")
+    await eventually(lambda: devices(0), within=5, what="offline everywhere")
     views = await presence_everywhere()
     last_seen = {v["lastSeen"] for v in views}
     assert len(last_seen) == 1 and isinstance(next(iter(last_seen)), int)

@@ -13,8 +13,8 @@ from redis.asyncio import Redis
 from realtime_contract import Env
 from realtime_gateway.state import keys
 from realtime_gateway.state.redis_store import RedisOrderAccessStore
-from tests.integration.gateway.helpers import eventually
 from tests.integration.reliability.conftest import LoggingClient, post_events, status_event, uid
+from tests.support.deploy import eventually
 from tests.support.gateway_fixtures import GatewayFactory, mint_token
 from tests.support.procs import wait_until
 from tests.support.redis_server import RedisServer
@@ -59,7 +59,7 @@ async def test_breaker_readiness_and_rebuild_after_a_redis_crash(
         async def registered() -> bool:
             return bool(await redis.sismember(keys.user_socket(customer), c.sio.namespaces[c.namespace]))
 
-        await eventually(registered, timeout=5, what="socket registered again")
+        await eventually(registered, within=5, what="socket registered again")
         assert await redis.sismember(keys.order_subscription(order_id), c.sio.namespaces[c.namespace])
 
         # Fan-out resumed on the re-subscribed channel (order access comes back from the backend).
