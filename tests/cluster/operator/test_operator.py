@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
@@ -14,6 +15,7 @@ from realtime_contract import HEALTHZ_PATH, READYZ_PATH, Env, Metric
 from tests.support.kafka_fixtures import unique_name
 from tests.support.kafka_server import KafkaBroker
 from tests.support.kube_cluster import KubeCluster
+from tests.support.pod_env import resolve_env_entries
 from tests.support.procs import ManagedProcess
 
 from .conftest import RESYNC_SECONDS
@@ -32,8 +34,18 @@ from .helpers import (
 
 pytestmark = pytest.mark.cluster
 
+T = TypeVar("T")
+
 NAME = "rtg"
 CONFIG_HASH = "realtime.movenow.io/config-hash"
+# The children every CR gets, as (apiVersion, plural, name).
+CHILDREN = [
+    ("v1", "services", NAME),
+    ("v1", "configmaps", "rtg-config"),
+    ("apps/v1", "deployments", NAME),
+    ("autoscaling/v2", "horizontalpodautoscalers", NAME),
+    ("policy/v1", "poddisruptionbudgets", NAME),
+]
 LABELS = {"app.kubernetes.io/name": "realtime-gateway", "app.kubernetes.io/instance": NAME}
 
 
@@ -82,6 +94,24 @@ def wait_ready(kube: KubeCluster, ns: str, timeout: float = 90) -> dict[str, Any
     return wait_for(ready, f"RealtimeGateway {ns}/{NAME} Ready with observedGeneration", timeout)
 
 
+def apply_ready(kube: KubeCluster, ns: str, **spec: Any) -> dict[str, Any]:
+    """Apply the sample CR (with ``spec`` overrides) and wait until it is Ready."""
+    apply(kube, sample(ns, **spec))
+    return wait_ready(kube, ns)
+
+
+def wait_condition(
+    kube: KubeCluster, ns: str, ctype: str, status: str, what: str, timeout: float = 60
+) -> dict[str, Any]:
+    """The CR once its ``ctype`` condition has ``status``."""
+
+    def reached() -> dict[str, Any] | None:
+        obj = cr(kube, ns)
+        return obj if condition(obj, ctype).get("status") == status else None
+
+    return wait_for(reached, what, timeout)
+
+
 def deployment_available(kube: KubeCluster, ns: str) -> dict[str, Any] | None:
     dep = get(kube, "apps/v1", "deployments", ns)
     conds = {c["type"]: c["status"] for c in (dep or {}).get("status", {}).get("conditions", [])}
@@ -107,15 +137,27 @@ def owned_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:
     return any(r["uid"] == owner["metadata"]["uid"] and r.get("controller") for r in refs)
 
 
-async def topic_partitions(bootstrap: str, topics: list[str]) -> dict[str, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
+def with_admin(bootstrap: str, use: Callable[[AIOKafkaAdminClient], Awaitable[T]]) -> T:
+    """Run ``use`` with a started admin client, from sync test code."""
+
+    async def run() -> T:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            return await use(admin)
+        finally:
+            await admin.close()
+
+    return asyncio.run(run())
+
+
+def topic_partitions(bootstrap: str, topics: list[str]) -> dict[str, int]:
+    async def use(admin: AIOKafkaAdminClient) -> dict[str, int]:
         existing = set(await admin.list_topics())
         described = await admin.describe_topics([t for t in topics if t in existing])
         return {t["topic"]: len(t["partitions"]) for t in described}
-    finally:
-        await admin.close()
+
+    return with_admin(bootstrap, use)
 
 
 def unique_topics() -> dict[str, str]:
@@ -143,8 +185,7 @@ def test_sample_cr_yields_every_child_and_becomes_ready(
     ns = kube_namespace
     topics = unique_topics()
     kafka = {"bootstrapServers": kafka_broker.bootstrap, "topics": topics, "partitions": 2}
-    apply(kube, sample(ns, kafka=kafka))
-    obj = wait_ready(kube, ns)
+    obj = apply_ready(kube, ns, kafka=kafka)
     st = obj["status"]
     assert st["selector"] == "app.kubernetes.io/instance=rtg,app.kubernetes.io/name=realtime-gateway"
     assert st["readyReplicas"] == 2 and st["replicas"] == 2
@@ -206,7 +247,7 @@ def test_sample_cr_yields_every_child_and_becomes_ready(
     assert kt["status"] == "True", kt
     want = dict.fromkeys(topics.values(), 5)
     wait_for(
-        lambda: asyncio.run(topic_partitions(kafka_broker.bootstrap, list(topics.values()))) == want,
+        lambda: topic_partitions(kafka_broker.bootstrap, list(topics.values())) == want,
         "the broker's metadata shows the four topics with 5 partitions",
         timeout=30,
     )
@@ -229,21 +270,12 @@ def test_a_deleted_kafka_topic_is_recreated(
 ) -> None:
     ns = kube_namespace
     topics = unique_topics()
-    apply(kube, sample(ns, kafka={"bootstrapServers": kafka_broker.bootstrap, "topics": topics}))
-    wait_ready(kube, ns)
+    apply_ready(kube, ns, kafka={"bootstrapServers": kafka_broker.bootstrap, "topics": topics})
     victim = topics["chatEvents"]
 
-    async def delete_topic() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
-        await admin.start()
-        try:
-            await admin.delete_topics([victim])
-        finally:
-            await admin.close()
-
-    asyncio.run(delete_topic())
+    with_admin(kafka_broker.bootstrap, lambda admin: admin.delete_topics([victim]))
     wait_for(
-        lambda: asyncio.run(topic_partitions(kafka_broker.bootstrap, [victim])) == {victim: 5},
+        lambda: topic_partitions(kafka_broker.bootstrap, [victim]) == {victim: 5},
         f"topic {victim} recreated with 5 partitions by the periodic recheck",
         timeout=60,
     )
@@ -259,8 +291,7 @@ def test_secret_and_config_changes_roll_the_deployment(
     kube: KubeCluster, operator: ManagedProcess, kube_namespace: str, jwt_secret: str
 ) -> None:
     ns = kube_namespace
-    apply(kube, sample(ns))
-    first = wait_ready(kube, ns)
+    first = apply_ready(kube, ns)
     wait_for(lambda: deployment_available(kube, ns), "Deployment Available")
     hash1 = first["status"]["configHash"]
     rs1 = {r["metadata"]["labels"]["pod-template-hash"] for r in replica_sets(kube, ns)}
@@ -304,15 +335,8 @@ def test_deleted_or_edited_children_are_repaired(
     kube: KubeCluster, operator: ManagedProcess, kube_namespace: str, jwt_secret: str
 ) -> None:
     ns = kube_namespace
-    apply(kube, sample(ns))
-    wait_ready(kube, ns)
-    for api_version, plural, name in [
-        ("v1", "services", NAME),
-        ("v1", "configmaps", "rtg-config"),
-        ("apps/v1", "deployments", NAME),
-        ("autoscaling/v2", "horizontalpodautoscalers", NAME),
-        ("policy/v1", "poddisruptionbudgets", NAME),
-    ]:
+    apply_ready(kube, ns)
+    for api_version, plural, name in CHILDREN:
         old = get(kube, api_version, plural, ns, name)
         assert old is not None
         kube.request("DELETE", path_of(api_version, plural, ns, name))
@@ -347,17 +371,9 @@ def test_deleting_the_cr_garbage_collects_children(
     kube: KubeCluster, operator: ManagedProcess, kube_namespace: str, jwt_secret: str
 ) -> None:
     ns = kube_namespace
-    apply(kube, sample(ns))
-    wait_ready(kube, ns)
+    apply_ready(kube, ns)
     kube.request("DELETE", rtg_path(ns, NAME))
-    children = [
-        ("v1", "services", NAME),
-        ("v1", "configmaps", "rtg-config"),
-        ("v1", "configmaps", "rtg-dashboard"),
-        ("apps/v1", "deployments", NAME),
-        ("autoscaling/v2", "horizontalpodautoscalers", NAME),
-        ("policy/v1", "poddisruptionbudgets", NAME),
-    ]
+    children = [*CHILDREN, ("v1", "configmaps", "rtg-dashboard")]
     wait_for(lambda: kube.get_or_none(rtg_path(ns, NAME)) is None, "RealtimeGateway deleted", timeout=60)
     wait_for(
         lambda: all(get(kube, a, p, ns, n) is None for a, p, n in children),
@@ -371,17 +387,12 @@ def test_pause_annotation_stops_reconciliation(
     kube: KubeCluster, operator: ManagedProcess, kube_namespace: str, jwt_secret: str
 ) -> None:
     ns = kube_namespace
-    apply(kube, sample(ns))
-    wait_ready(kube, ns)
+    apply_ready(kube, ns)
     merge_patch(
         kube, rtg_path(ns, NAME), {"metadata": {"annotations": {"realtime.movenow.io/paused": "true"}}}
     )
 
-    def paused_condition() -> dict[str, Any] | None:
-        obj = cr(kube, ns)
-        return obj if condition(obj, "Paused").get("status") == "True" else None
-
-    paused = wait_for(paused_condition, "Paused=True condition")
+    paused = wait_condition(kube, ns, "Paused", "True", "Paused=True condition")
     assert "realtime.movenow.io/paused" in condition(paused, "Paused")["message"]
     # From now on a deleted child stays deleted.
     kube.request("DELETE", path_of("v1", "services", ns, NAME))
@@ -400,8 +411,7 @@ def test_polling_sets_session_affinity_and_says_so(
     kube: KubeCluster, operator: ManagedProcess, kube_namespace: str, jwt_secret: str
 ) -> None:
     ns = kube_namespace
-    apply(kube, sample(ns, transports=["websocket", "polling"]))
-    obj = wait_ready(kube, ns)
+    obj = apply_ready(kube, ns, transports=["websocket", "polling"])
     assert obj["status"]["sessionAffinity"] == "ClientIP"
     svc = get(kube, "v1", "services", ns)
     assert svc is not None and svc["spec"]["sessionAffinity"] == "ClientIP"
@@ -413,11 +423,7 @@ def test_missing_secret_is_reported_not_crashed(
     ns = kube_namespace
     apply(kube, sample(ns))
 
-    def degraded() -> dict[str, Any] | None:
-        obj = cr(kube, ns)
-        return obj if condition(obj, "Degraded").get("status") == "True" else None
-
-    obj = wait_for(degraded, "Degraded condition for the missing Secret")
+    obj = wait_condition(kube, ns, "Degraded", "True", "Degraded condition for the missing Secret")
     assert "Secret jwt not found" in condition(obj, "Degraded")["message"]
     assert condition(obj, "Ready")["status"] == "False"
     apply(kube, secret(ns, "jwt", {"secret": "now-here"}))
@@ -430,11 +436,7 @@ def test_unreachable_kafka_is_a_condition(
     ns = kube_namespace
     apply(kube, sample(ns, kafka={"bootstrapServers": "127.0.0.1:1"}))
 
-    def failed() -> dict[str, Any] | None:
-        obj = cr(kube, ns)
-        return obj if condition(obj, "KafkaTopics").get("status") == "False" else None
-
-    obj = wait_for(failed, "KafkaTopics=False for an unreachable broker", timeout=60)
+    obj = wait_condition(kube, ns, "KafkaTopics", "False", "KafkaTopics=False for an unreachable broker")
     assert "127.0.0.1:1" in condition(obj, "KafkaTopics")["message"]
     assert condition(obj, "Degraded")["status"] == "True"
     assert operator.alive()
@@ -451,11 +453,7 @@ def test_monitoring_and_keda_objects_when_their_crds_exist(
     try:
         apply(kube, sample(ns, monitoring={"labels": {"release": "prom"}}))
 
-        def monitored() -> dict[str, Any] | None:
-            obj = cr(kube, ns)
-            return obj if condition(obj, "Monitoring").get("status") == "True" else None
-
-        obj = wait_for(monitored, "Monitoring=True with the CRDs installed", timeout=60)
+        obj = wait_condition(kube, ns, "Monitoring", "True", "Monitoring=True with the CRDs installed")
         sm = get(kube, "monitoring.coreos.com/v1", "servicemonitors", ns)
         pr = get(kube, "monitoring.coreos.com/v1", "prometheusrules", ns)
         assert sm is not None and pr is not None
@@ -492,18 +490,12 @@ def resolve_pod_env(kube: KubeCluster, ns: str, dep: dict[str, Any], pod_name: s
     for source in c.get("envFrom", []):
         cm = kube.request("GET", path_of("v1", "configmaps", ns, source["configMapRef"]["name"]))
         env |= cm["data"]
-    for e in c.get("env", []):
-        src = e.get("valueFrom", {})
-        if "secretKeyRef" in src:
-            ref = src["secretKeyRef"]
-            data = kube.request("GET", path_of("v1", "secrets", ns, ref["name"]))["data"]
-            env[e["name"]] = base64.b64decode(data[ref["key"]]).decode()
-        elif "fieldRef" in src:
-            assert src["fieldRef"]["fieldPath"] == "metadata.name"
-            env[e["name"]] = pod_name
-        else:
-            env[e["name"]] = e["value"]
-    return env
+
+    def secret_value(name: str, key: str) -> str:
+        data = kube.request("GET", path_of("v1", "secrets", ns, name))["data"]
+        return base64.b64decode(data[key]).decode()
+
+    return env | resolve_env_entries(c.get("env", []), secret_value, pod_name)
 
 
 def test_a_gateway_started_with_the_live_deployment_env_serves_readyz(
@@ -520,8 +512,7 @@ def test_a_gateway_started_with_the_live_deployment_env_serves_readyz(
     apply(kube, secret(ns, "jwt", {"secret": TEST_JWT_SECRET}))
     topics = unique_topics()
     kafka = {"bootstrapServers": kafka_broker.bootstrap, "topics": topics}
-    apply(kube, sample(ns, redis={"url": redis_server.url}, kafka=kafka))
-    obj = wait_ready(kube, ns)
+    obj = apply_ready(kube, ns, redis={"url": redis_server.url}, kafka=kafka)
     assert condition(obj, "KafkaTopics")["status"] == "True"
     dep = wait_for(lambda: deployment_available(kube, ns), "Deployment Available")
     pods = kube.request(

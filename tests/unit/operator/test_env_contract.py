@@ -12,6 +12,7 @@ from realtime_contract import Env
 from realtime_gateway.settings import Settings, SettingsError, load_settings
 from realtime_operator.model import Gateway
 from realtime_operator.resources import configmap, deployment
+from tests.support.pod_env import resolve_env_entries
 
 from .samples import body
 
@@ -36,17 +37,7 @@ def pod_environment(
     cm = configmap.build(gw)
     assert c["envFrom"] == [{"configMapRef": {"name": cm["metadata"]["name"]}}]
     env: dict[str, str] = dict(cm["data"])
-    for e in c["env"]:
-        src: dict[str, Any] = e.get("valueFrom", {})
-        if "secretKeyRef" in src:
-            ref = src["secretKeyRef"]
-            env[e["name"]] = secrets[ref["name"]][ref["key"]]
-        elif "fieldRef" in src:
-            assert src["fieldRef"]["fieldPath"] == "metadata.name"
-            env[e["name"]] = pod_name
-        else:
-            env[e["name"]] = e["value"]
-    return env
+    return env | resolve_env_entries(c["env"], lambda name, key: secrets[name][key], pod_name)
 
 
 def known_variables() -> set[str]:
