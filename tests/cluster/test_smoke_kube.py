@@ -4,9 +4,7 @@ owner-reference garbage collection."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,6 +12,7 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
+from tests.support.deploy import eventually as poll
 from tests.support.kube_cluster import KubeCluster
 
 pytestmark = pytest.mark.cluster
@@ -23,18 +22,8 @@ PLURAL = "widgets"
 
 
 async def eventually(probe: Callable[[], Awaitable[Any]], *, within: float, what: str) -> Any:
-    """Await ``probe`` until it returns something truthy; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = await probe()
-            if last:
-                return last
-        except ApiException as exc:
-            last = exc
-        await asyncio.sleep(0.25)
-    pytest.fail(f"timed out after {within}s waiting for {what}; last: {last!r}")
+    """Await ``probe`` until it returns something truthy; an API error counts as "not yet"."""
+    return await poll(probe, within=within, what=what, interval=0.25, retry_on=(ApiException,))
 
 
 def as_body(obj: dict[str, Any]) -> Any:

@@ -1,4 +1,4 @@
-"""Helpers shared by the integration tests that deploy gateways and connect clients to them."""
+"""Helpers shared by the tests that deploy gateways (or other workloads) and wait on them."""
 
 from __future__ import annotations
 
@@ -22,15 +22,28 @@ def uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-async def eventually(probe: Callable[[], Awaitable[Any]], *, within: float, what: str) -> Any:
-    """Poll an async probe until it returns something truthy; fail after ``within`` seconds."""
+async def eventually(
+    probe: Callable[[], Awaitable[Any]],
+    *,
+    within: float,
+    what: str,
+    interval: float = 0.05,
+    retry_on: tuple[type[Exception], ...] = (),
+) -> Any:
+    """Poll an async probe until it returns something truthy; fail after ``within`` seconds.
+
+    Exceptions of the ``retry_on`` types count as "not yet" (e.g. an API error while an object is
+    still being created)."""
     deadline = time.monotonic() + within
     last: Any = None
     while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
+        try:
+            last = await probe()
+            if last:
+                return last
+        except retry_on as exc:
+            last = exc
+        await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {within}s waiting for {what} (last: {last!r})")
 
 
