@@ -121,11 +121,13 @@ async def test_an_overloaded_event_loop_does_not_open_the_redis_breaker(
     finally:
         stop.set()
         await asyncio.gather(*hogs)
-    assert breaker.trips == 0 and breaker.up is True
+    assert (breaker.trips, breaker.up) == (0, True), f"opened (lag {breaker.loop_lag:.2f}s)"
     # Served normally once the load is gone.
     client = SioClient(embedded.url, "/porter")
     try:
-        await client.connect(token=mint_token(uid("porter"), "porter"))
-        assert (await client.call("location:update", location()))["ok"] is True
+        # Generous deadlines: the machine may be busy with other work; correctness is the point.
+        await client.connect(token=mint_token(uid("porter"), "porter"), timeout=30)
+        ack = await client.call("location:update", location(), timeout=30)
+        assert ack["ok"] is True, ack
     finally:
         await client.disconnect()
