@@ -6,7 +6,7 @@ Seams for the other parts of the gateway (keep each addition a small, delimited 
   / ``location_sink`` (see transport/handlers.py);
 - ``Gateway.on_startup`` / ``Gateway.on_shutdown``: async callables run in order at start / stop
   (Kafka consumers and producers, tracing exporters);
-- ``METRICS_PATH`` is a placeholder route: replace ``metrics_handler``.
+- ``install_operations`` (observability/wiring.py) serves ``METRICS_PATH`` and owns the drain.
 """
 
 from __future__ import annotations
