@@ -24,6 +24,11 @@ def replicas(gw: Gateway) -> int:
     return max(lo, min(hi, current))
 
 
+def scale_target_ref(gw: Gateway) -> dict[str, Any]:
+    """The reference an autoscaler (HPA or KEDA ScaledObject) uses to name this Deployment."""
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": naming.workload(gw.name)}
+
+
 def _affinity(gw: Gateway) -> dict[str, Any]:
     term = {
         "labelSelector": {"matchLabels": naming.selector_labels(gw.name)},

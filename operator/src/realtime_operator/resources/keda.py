@@ -27,11 +27,7 @@ def build(gw: Gateway) -> dict[str, Any] | None:
         "kind": KIND,
         "metadata": metadata(gw, naming.workload(gw.name)),
         "spec": {
-            "scaleTargetRef": {
-                "apiVersion": deployment.API_VERSION,
-                "kind": deployment.KIND,
-                "name": naming.workload(gw.name),
-            },
+            "scaleTargetRef": deployment.scale_target_ref(gw),
             "minReplicaCount": spec.replicas.min,
             "maxReplicaCount": spec.replicas.max,
             "advanced": {
