@@ -83,3 +83,53 @@ def test_unsupported_keys_are_configuration_errors() -> None:
         TokenVerifier(public_key_pem=pem(p384))
     with pytest.raises(ValueError):
         TokenVerifier()
+
+
+def forge_hs256(payload: dict[str, Any], secret: bytes, header: dict[str, Any] | None = None) -> str:
+    """HS256 by hand (PyJWT itself refuses a PEM as an HMAC secret; an attacker does not)."""
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    head = b64(json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode())
+    signing_input = f"{head}.{b64(json.dumps(payload).encode())}"
+    sig = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(sig)}"
+
+
+async def test_prepared_secret_keeps_the_confusion_guards() -> None:
+    r = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = pem(r)
+    # A public key configured as the HMAC secret is refused at start, not at the first connect.
+    with pytest.raises(ValueError, match="HS256 secret"):
+        TokenVerifier(secret=public)
+    # Secret and public key side by side: an HS256 token signed with the public key is forged.
+    both = TokenVerifier(secret=SECRET, public_key_pem=public)
+    assert both.algorithms == frozenset({"HS256", "RS256"})
+    assert await code_of(both, forge_hs256(body(), public.encode())) == "AUTH_INVALID"
+    assert await code_of(both, jwt.encode(body(), SECRET)) == "ok:u1:porter"
+    assert await code_of(both, jwt.encode(body(), r, algorithm="RS256")) == "ok:u1:porter"
+    # The prepared secret verifies what the plain one does, many times over.
+    for i in range(50):
+        assert await code_of(both, jwt.encode(body(sub=f"u{i}"), SECRET)) == f"ok:u{i}:porter"
+    # The module-level PyJWT is untouched: it still checks whatever key it is given.
+    with pytest.raises(jwt.InvalidKeyError):
+        jwt.decode(forge_hs256(body(), public.encode()), public, algorithms=["HS256"])
+
+
+async def test_malformed_headers() -> None:
+    v = TokenVerifier(secret=SECRET)
+    good = jwt.encode(body(), SECRET)
+    head, rest = good.split(".", 1)
+    for token in ("abc", "a.b.c", "!!!.e30.x", f"{head}x.{rest}", "W10.e30.x", "x" * 3000 + ".e30.x"):
+        assert await code_of(v, token) == "AUTH_INVALID", token
+    # alg none, in any spelling the header may carry, never gets past the allow-list.
+    for alg in ("none", "None", "NONE", ""):
+        assert await code_of(v, forge_hs256(body(), SECRET.encode(), {"alg": alg})) == "AUTH_INVALID"
+    # A header with padding characters is what some issuers send: still verified, not refused.
+    padded = f"{head}{'=' * (-len(head) % 4)}.{rest}"
+    assert await code_of(v, padded) == "ok:u1:porter"

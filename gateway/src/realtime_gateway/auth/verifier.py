@@ -9,19 +9,51 @@ public key used as an HMAC secret) by construction.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import time
 from typing import Any, Final
 
 import jwt
+import orjson
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt import PyJWK, PyJWKClient
+from jwt.algorithms import HMACAlgorithm
 
 from realtime_gateway.auth.claims import ROLES, Claims
 from realtime_gateway.auth.errors import AuthError, ConnectCode
 
 ASYMMETRIC_ALGS: Final = frozenset({"RS256", "ES256"})
 _MAX_TOKEN_LENGTH: Final = 8192
+_MAX_HEADER_LENGTH: Final = 2048
+
+
+class PreparedHMAC(HMACAlgorithm):  # type: ignore[misc]
+    """HS256 whose secret is checked once, here, instead of on every decode.
+
+    PyJWT's ``prepare_key`` re-checks the secret on each call (is it a PEM, SSH or DER key, a JWK
+    in JSON? Then refuse it as an HMAC secret: algorithm confusion); for a fixed secret the answer
+    never changes, and the DER probe alone was a noticeable share of each connect. Any other key
+    still gets the full check.
+    """
+
+    def __init__(self, secret: str | bytes) -> None:
+        super().__init__(HMACAlgorithm.SHA256)
+        self.key: bytes = super().prepare_key(secret)  # InvalidKeyError for an asymmetric key
+        self._short = super().check_key_length(self.key)
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        if key is self.key:
+            return self.key
+        return super().prepare_key(key)  # type: ignore[no-any-return]
+
+    def check_key_length(self, key: bytes) -> str | None:
+        # PyJWT warns about a short secret on every decode; once per verifier is enough.
+        if key is self.key:
+            short, self._short = self._short, None
+            return short
+        return super().check_key_length(key)  # type: ignore[no-any-return]
 
 
 class TokenVerifier:
@@ -39,6 +71,17 @@ class TokenVerifier:
         if secret is None and public_key_pem is None and jwks_url is None:
             raise ValueError("no verification key configured")
         self._secret = secret
+        # A private PyJWT whose HS256 is bound to the prepared secret (the module-level one is shared).
+        self._jwt = jwt.PyJWT()
+        self._hmac: PreparedHMAC | None = None
+        if secret is not None:
+            try:
+                self._hmac = PreparedHMAC(secret)
+            except jwt.InvalidKeyError as exc:
+                raise ValueError(f"the HS256 secret is not usable as one: {exc}") from None
+            jws = self._jwt._jws
+            jws.unregister_algorithm("HS256")
+            jws.register_algorithm("HS256", self._hmac)
         self._issuer = issuer
         self._audience = list(audience) or None
         self._leeway = leeway
@@ -72,16 +115,13 @@ class TokenVerifier:
     async def verify(self, token: str) -> Claims:
         if not token or len(token) > _MAX_TOKEN_LENGTH:
             raise AuthError(ConnectCode.AUTH_INVALID, "malformed token")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise AuthError(ConnectCode.AUTH_INVALID, "malformed token") from None
+        header = _peek_header(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.algorithms:
             raise AuthError(ConnectCode.AUTH_INVALID, "algorithm not accepted")
         key = await self._key_for(alg, header.get("kid"))
         try:
-            payload = jwt.decode(
+            payload = self._jwt.decode(
                 token,
                 key,
                 algorithms=[alg],
@@ -102,7 +142,7 @@ class TokenVerifier:
 
     async def _key_for(self, alg: str, kid: Any) -> Any:
         if alg == "HS256":
-            return self._secret
+            return self._hmac.key if self._hmac is not None else None
         if alg in self._pem_keys and (self._jwks is None or kid is None):
             return self._pem_keys[alg]
         if self._jwks is None:
@@ -128,6 +168,24 @@ class TokenVerifier:
         if len(self._jwk_cache) > 64:
             self._jwk_cache.clear()
         self._jwk_cache[kid] = jwk
+
+
+def _peek_header(token: str) -> dict[str, Any]:
+    """The token's header, only to choose the key (alg, kid); PyJWT then parses and checks all of it.
+
+    ``jwt.get_unverified_header`` decodes and validates every segment, so with the decode after
+    it each token was parsed twice.
+    """
+    head, dot, _ = token.partition(".")
+    try:
+        if not dot or len(head) > _MAX_HEADER_LENGTH:
+            raise ValueError(head)
+        header = orjson.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (ValueError, TypeError, binascii.Error):
+        raise AuthError(ConnectCode.AUTH_INVALID, "malformed token") from None
+    if not isinstance(header, dict):
+        raise AuthError(ConnectCode.AUTH_INVALID, "malformed token")
+    return header
 
 
 def _claims(payload: dict[str, Any]) -> Claims:

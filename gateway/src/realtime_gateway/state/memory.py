@@ -101,13 +101,24 @@ class MemorySubscriptionStore:
                 del self._orders[order_id]
 
 
+# Expired tokens are swept once the map has grown to twice what the last sweep left (and at least
+# this many): each sweep is O(n) but happens after n new tokens, so an issue stays O(1) amortised.
+# Sweeping on every issue made opening n sockets O(n²) once more than this many tokens existed.
+SWEEP_MIN_TOKENS = 1024
+
+
 class MemoryReconnectTokenStore:
     def __init__(self) -> None:
         # token -> (deadline, grant, orders)
         self._tokens: dict[str, tuple[float, ReconnectGrant, set[str]]] = {}
+        self._sweep_at = SWEEP_MIN_TOKENS
+
+    def __len__(self) -> int:
+        return len(self._tokens)
 
     async def issue(self, grant: ReconnectGrant, ttl: int) -> str:
-        self._sweep()
+        if len(self._tokens) >= self._sweep_at:
+            self.sweep()
         token = secrets.token_urlsafe(32)
         deadline = min(time.time() + ttl, grant.expires_at)
         self._tokens[token] = (deadline, grant, set(grant.orders))
@@ -140,11 +151,14 @@ class MemoryReconnectTokenStore:
         if entry is not None:
             entry[2].discard(order_id)
 
-    def _sweep(self) -> None:
+    def sweep(self) -> int:
+        """Drop expired tokens; returns how many. Expired ones are refused on use even unswept."""
         now = time.time()
-        if len(self._tokens) > 1024:
-            for token in [t for t, e in self._tokens.items() if e[0] < now]:
-                del self._tokens[token]
+        expired = [t for t, e in self._tokens.items() if e[0] < now]
+        for token in expired:
+            del self._tokens[token]
+        self._sweep_at = max(SWEEP_MIN_TOKENS, 2 * len(self._tokens))
+        return len(expired)
 
 
 class MemoryLocationStore:
