@@ -115,3 +115,29 @@ def test_two_instances_do_not_collide() -> None:
     a, b = GatewayMetrics(process_metrics=False), GatewayMetrics(process_metrics=False)
     a.location_updates.inc()
     assert families(b)["realtime_location_updates"][0][2] == 0.0
+
+
+def test_cached_children_count_like_labels_and_stay_bounded() -> None:
+    m = GatewayMetrics(process_metrics=False)
+    for _ in range(3):
+        m.received("/porter", "location:update")
+        m.sent("/client", "porter:location", 2)
+        m.attempted("/client")
+    for i in range(200):  # a client inventing event names and namespaces
+        m.received(f"/ns-{i}", f"evil:{i}")
+        m.received("/porter", f"evil:{i}")
+        m.sent("/client", f"made-up:{i}")
+        m.attempted(f"/ns-{i}")
+        m.disconnected("/client", f"why-{i}", None)
+    fams = families(m)
+    received = {(s[1]["namespace"], s[1]["event"]): s[2] for s in fams["realtime_messages_received"]}
+    assert received == {("/porter", "location:update"): 3, (OTHER, OTHER): 200, ("/porter", OTHER): 200}
+    sent = {(s[1]["namespace"], s[1]["event"]): s[2] for s in fams["realtime_messages_sent"]}
+    assert sent == {("/client", "porter:location"): 6, ("/client", OTHER): 200}
+    attempts = {s[1]["namespace"]: s[2] for s in fams["realtime_connection_attempts"]}
+    assert attempts == {"/client": 3, OTHER: 200}
+    # The caches hold known label values only: one entry per series, not one per invented name.
+    assert set(m._received) == {("/porter", "location:update"), (OTHER, OTHER), ("/porter", OTHER)}
+    assert len(m._sent) == 2 and len(m._attempts) == 2 and len(m._disconnections) == 1
+    active = {s[1]["namespace"]: s[2] for s in fams["realtime_active_connections"]}
+    assert active["/client"] == -200  # the disconnects above, through the cached child

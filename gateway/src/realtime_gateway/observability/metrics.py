@@ -8,9 +8,9 @@ no user, order or socket ids ever become labels.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -80,6 +80,39 @@ def client_event_label(event: str) -> str:
 
 def server_event_label(event: str) -> str:
     return _clamp(event, SERVER_EVENTS)
+
+
+LabelKey = tuple[str, ...]
+
+
+def _cached_child(
+    cache: dict[LabelKey, Any], metric: Any, key: LabelKey, clamp: Callable[[LabelKey], LabelKey]
+) -> Any:
+    """The child of ``metric`` for ``key``'s clamped label values, from ``cache`` after the first time.
+
+    ``labels()`` validates and locks on every call (about 1.7 µs, several times per event on the
+    hot path); a cached child's ``inc`` is a fifth of that. Only clamped values become keys (an
+    unknown value misses, is clamped and finds "other"), so clients cannot grow the cache.
+    """
+    child = cache.get(key)
+    if child is None:
+        labels = clamp(key)
+        child = cache.get(labels)
+        if child is None:
+            child = cache[labels] = metric.labels(*labels)
+    return child
+
+
+def _ns_event(key: LabelKey) -> LabelKey:
+    return namespace_label(key[0]), client_event_label(key[1])
+
+
+def _ns_server_event(key: LabelKey) -> LabelKey:
+    return namespace_label(key[0]), server_event_label(key[1])
+
+
+def _ns(key: LabelKey) -> LabelKey:
+    return (namespace_label(key[0]),)
 
 
 def cpu_limit_cores() -> float:
@@ -180,6 +213,13 @@ class GatewayMetrics:
         self.draining = Gauge(Metric.DRAINING, "1 while this instance drains", registry=r)
         self.cpu_limit = Gauge(Metric.CPU_LIMIT_CORES, "CPU cores available to this process", registry=r)
         self.cpu_limit.set(cpu_limit_cores())
+        self._active: dict[LabelKey, Any] = {}
+        self._disconnections: dict[LabelKey, Any] = {}
+        self._durations: dict[LabelKey, Any] = {}
+        self._attempts: dict[LabelKey, Any] = {}
+        self._received: dict[LabelKey, Any] = {}
+        self._sent: dict[LabelKey, Any] = {}
+        self._redis_ops: dict[str, Any] = {}
         # Known label values start at 0, so every series exists from the first scrape on
         # (rate() and absent() behave, and dashboards show 0 instead of "no data").
         for ns in NAMESPACE_ROLES:
@@ -192,23 +232,26 @@ class GatewayMetrics:
             self.rate_limited.labels(event_class)
 
     # --- convenience used by the handlers ------------------------------------------------------
+    # Children are cached per label values (see _cached_child): these run for every event,
+    # delivery, connect and Redis command.
     def connected(self, namespace: str) -> None:
-        ns = namespace_label(namespace)
-        self.active_connections.labels(ns).inc()
+        _cached_child(self._active, self.active_connections, (namespace,), _ns).inc()
 
     def disconnected(self, namespace: str, reason: str, duration_s: float | None) -> None:
-        ns = namespace_label(namespace)
-        self.active_connections.labels(ns).dec()
-        self.disconnections.labels(ns, _clamp(reason, DISCONNECT_REASONS)).inc()
+        _cached_child(self._active, self.active_connections, (namespace,), _ns).dec()
+        _cached_child(self._disconnections, self.disconnections, (namespace, reason), _ns_reason).inc()
         if duration_s is not None:
-            self.connection_duration.labels(ns).observe(duration_s)
+            _cached_child(self._durations, self.connection_duration, (namespace,), _ns).observe(duration_s)
+
+    def attempted(self, namespace: str) -> None:
+        _cached_child(self._attempts, self.connection_attempts, (namespace,), _ns).inc()
 
     def received(self, namespace: str, event: str) -> None:
-        self.messages_received.labels(namespace_label(namespace), client_event_label(event)).inc()
+        _cached_child(self._received, self.messages_received, (namespace, event), _ns_event).inc()
 
     def sent(self, namespace: str, event: str, count: int = 1) -> None:
         if count > 0:
-            self.messages_sent.labels(namespace_label(namespace), server_event_label(event)).inc(count)
+            _cached_child(self._sent, self.messages_sent, (namespace, event), _ns_server_event).inc(count)
 
     def refused(self, reason: str) -> None:
         self.connection_refusals.labels(_clamp(reason, REFUSAL_REASONS)).inc()
@@ -220,11 +263,19 @@ class GatewayMetrics:
         self.rate_limited.labels(_clamp(event_class, RATE_CLASSES)).inc()
 
     def redis_op(self, operation: str) -> None:
-        self.redis_hits.labels(operation).inc()
+        # Callers pass a value already clamped to the known operations.
+        child = self._redis_ops.get(operation)
+        if child is None:
+            child = self._redis_ops[operation] = self.redis_hits.labels(operation)
+        child.inc()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition body and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _ns_reason(key: LabelKey) -> LabelKey:
+    return namespace_label(key[0]), _clamp(key[1], DISCONNECT_REASONS)
 
 
 DISCONNECT_REASONS: Final = frozenset(

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar, Token
 from typing import Final
 
 from opentelemetry import context as otel_context
@@ -23,9 +25,27 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    Tracer,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
 
 from realtime_gateway.observability.logs import correlation
 
@@ -35,6 +55,11 @@ TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"
 CORRELATION_ATTR: Final = "realtime.correlation_id"
 SERVICE_NAME: Final = "realtime-gateway"
+SOCKET_SPAN_PREFIX: Final = "socket "
+
+# Set while an unsampled socket event runs: the event built no span, and a span opened inside its
+# flow (producing to Kafka) must stay unsampled, as it would under an unsampled parent.
+_unsampled_flow: ContextVar[bool] = ContextVar("realtime_unsampled_flow", default=False)
 
 _propagator: Final = TraceContextTextMapPropagator()
 
@@ -93,12 +118,72 @@ def remote_parent(traceparent: str | None) -> Iterator[None]:
         otel_context.detach(token)
 
 
+class UnsampledFlow:
+    """Marks the enclosed flow as belonging to an unsampled trace without building a span."""
+
+    __slots__ = ("_reset",)
+    _reset: Token[bool]
+
+    def __enter__(self) -> None:
+        self._reset = _unsampled_flow.set(True)
+
+    def __exit__(self, *exc: object) -> None:
+        _unsampled_flow.reset(self._reset)
+
+
+def _unsampled_parent() -> Context:
+    """A parent that is valid but not sampled, so ``ParentBased`` drops the child (made on demand)."""
+    span_context = SpanContext(
+        trace_id=random.getrandbits(128) or 1,
+        span_id=random.getrandbits(64) or 1,
+        is_remote=False,
+        trace_flags=TraceFlags(TraceFlags.DEFAULT),
+    )
+    return trace.set_span_in_context(NonRecordingSpan(span_context))
+
+
+class SocketEventRootSampler(Sampler):  # type: ignore[misc]
+    """Roots of new traces. A socket event's span is only built once the gateway has sampled the
+    event (``Tracing.sample_socket_event``, before anything else), so it is recorded; every other
+    root (a Kafka record without ``traceparent``, a produce outside any flow) by trace id ratio."""
+
+    def __init__(self, ratio: float) -> None:
+        self._ratio = TraceIdRatioBased(ratio)
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        if kind is SpanKind.SERVER and name.startswith(SOCKET_SPAN_PREFIX):
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+        return self._ratio.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return f"SocketEventRootSampler{{{self._ratio.get_description()}}}"
+
+
 class Tracing:
     """The app's tracer plus helpers that name spans and attributes consistently."""
 
-    def __init__(self, tracer: Tracer, provider: TracerProvider | None = None) -> None:
+    def __init__(
+        self, tracer: Tracer, provider: TracerProvider | None = None, *, sample_ratio: float = 1.0
+    ) -> None:
         self.tracer = tracer
         self._provider = provider
+        self.sample_ratio = max(0.0, min(1.0, sample_ratio))
+
+    def sample_socket_event(self) -> bool:
+        """Whether to trace the next client event; decided before any span work is done."""
+        if self._provider is None:
+            return False
+        ratio = self.sample_ratio
+        return ratio >= 1.0 or random.random() < ratio
 
     @property
     def enabled(self) -> bool:
@@ -127,13 +212,12 @@ class Tracing:
         resource = Resource.create(
             {"service.name": service_name, **({"service.instance.id": instance_id} if instance_id else {})}
         )
-        provider = TracerProvider(
-            resource=resource, sampler=ParentBased(TraceIdRatioBased(max(0.0, min(1.0, sample_ratio))))
-        )
+        ratio = max(0.0, min(1.0, sample_ratio))
+        provider = TracerProvider(resource=resource, sampler=ParentBased(SocketEventRootSampler(ratio)))
         exporter = OTLPSpanExporter(endpoint=traces_url(endpoint), timeout=export_timeout_s)
         # Short delay so spans show up promptly; the batch still bounds export overhead.
         provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
-        return cls(provider.get_tracer("realtime_gateway"), provider)
+        return cls(provider.get_tracer("realtime_gateway"), provider, sample_ratio=ratio)
 
     # --- spans -----------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -148,7 +232,7 @@ class Tracing:
         }
         if correlation_id:
             attrs[CORRELATION_ATTR] = correlation_id
-        with self._span(f"socket {event}", SpanKind.SERVER, attrs, None) as span:
+        with self._span(f"{SOCKET_SPAN_PREFIX}{event}", SpanKind.SERVER, attrs, None) as span:
             yield span
 
     @contextlib.contextmanager
@@ -214,6 +298,12 @@ class Tracing:
         attributes: Mapping[str, str | int | float | bool],
         parent: Context | None,
     ) -> Iterator[Span]:
+        if (
+            parent is None
+            and _unsampled_flow.get()
+            and not trace.get_current_span().get_span_context().is_valid
+        ):
+            parent = _unsampled_parent()
         with self.tracer.start_as_current_span(
             name, context=parent, kind=kind, attributes=dict(attributes), record_exception=True
         ) as span:

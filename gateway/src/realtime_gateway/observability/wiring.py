@@ -31,8 +31,8 @@ from realtime_gateway.limits import (
     payload_guard_middleware,
 )
 from realtime_gateway.observability.logs import correlation
-from realtime_gateway.observability.metrics import GatewayMetrics, namespace_label
-from realtime_gateway.observability.tracing import Tracing
+from realtime_gateway.observability.metrics import GatewayMetrics
+from realtime_gateway.observability.tracing import Tracing, UnsampledFlow
 from realtime_gateway.ratelimit import (
     MemoryRateLimiter,
     RateLimiter,
@@ -110,9 +110,17 @@ def protection_config(settings: Any) -> ProtectionConfig:
 
 
 # --- Redis instrumentation ----------------------------------------------------------------------
+_op_labels: dict[Any, str] = {}
+
+
 def _op_label(name: Any) -> str:
-    op = (name.decode() if isinstance(name, bytes) else str(name)).lower()
-    return op if op in REDIS_OPERATIONS else "other"
+    label = _op_labels.get(name)
+    if label is None:
+        op = (name.decode() if isinstance(name, bytes) else str(name)).lower()
+        label = op if op in REDIS_OPERATIONS else "other"
+        if len(_op_labels) < 512:  # command names come from our own code: a small set
+            _op_labels[name] = label
+    return label
 
 
 def instrument_redis(client: Any, metrics: GatewayMetrics) -> None:
@@ -166,13 +174,17 @@ class MetricsObserver:
         namespace = conn.namespace if conn is not None else "other"
         metrics.received(namespace, event)
         ok = ack.get("ok") is True
-        code = None if ok else str((ack.get("error") or {}).get("code"))
-        if ok and event == "location:update":
-            metrics.location_updates.inc()
-        if code == "INTERNAL" and event in DELIVERY_EVENTS:
-            metrics.delivery_failures.labels(event).inc()
-        if code is not None:
+        code: str | None = None
+        if ok:
+            if event == "location:update":
+                metrics.location_updates.inc()
+        else:
+            code = str((ack.get("error") or {}).get("code"))
+            if code == "INTERNAL" and event in DELIVERY_EVENTS:
+                metrics.delivery_failures.labels(event).inc()
             Tracing.mark_error(trace.get_current_span(), code)
+        if not log.isEnabledFor(logging.DEBUG):
+            return  # the record's fields below cost more than the rest of this method
         log.debug(
             "handled %s",
             event,
@@ -236,7 +248,7 @@ def install_operations(gateway: Gateway, app: web.Application) -> Operations:
 
     # Connect: count the attempt, then admission (draining, capacity, per-IP rate) before auth.
     async def admission(namespace: str, environ: dict[str, Any], auth: Any) -> None:
-        metrics.connection_attempts.labels(namespace_label(namespace)).inc()
+        metrics.attempted(namespace)
         refusal = await gate.admit(environ)
         if refusal is not None:
             raise AuthError(ConnectCode(refusal.code), refusal.message)
@@ -281,7 +293,7 @@ def install_operations(gateway: Gateway, app: web.Application) -> Operations:
             ops.disconnect_reasons.pop(sid, None)
 
     gateway.sio.on("disconnect", disconnect_with_reason, namespace="*")
-    handlers.event_scope = _event_scope(tracing)
+    handlers.event_scope = event_scope_for(tracing)
     gateway.manager.on_delivered = _delivery_recorder(metrics, tracing)
 
     # realtime_ready follows /readyz (Redis, Kafka, draining) for the "no healthy instance" alert.
@@ -313,29 +325,73 @@ def install_operations(gateway: Gateway, app: web.Application) -> Operations:
     return ops
 
 
-def _event_scope(tracing: Tracing) -> Callable[[str, str], contextlib.AbstractContextManager[Any]]:
-    """Each client event: a fresh correlation id for its logs and a server span around it."""
+EventScope = Callable[[str, str], contextlib.AbstractContextManager[Any]]
 
-    @contextlib.contextmanager
-    def scope(event: str, namespace: str) -> Iterator[None]:
-        with correlation() as cid, tracing.socket_event_span(event, namespace, correlation_id=cid):
-            yield
+
+def event_scope_for(tracing: Tracing) -> EventScope:
+    """Each client event: a fresh correlation id for its logs and, when sampled, a server span.
+
+    Sampling is decided first: an unsampled event (or any event while tracing is off) builds
+    nothing span-related, no ids, attributes or context. It only marks the flow unsampled, so
+    a span a handler opens further down (producing to Kafka) stays unsampled as before.
+    """
+    if not tracing.enabled:
+        return _untraced_event
+
+    def scope(event: str, namespace: str) -> contextlib.AbstractContextManager[Any]:
+        if tracing.sample_socket_event():
+            return _traced_event(tracing, event, namespace)
+        return _UnsampledEvent()
 
     return scope
+
+
+def _untraced_event(event: str, namespace: str) -> correlation:
+    return correlation()
+
+
+@contextlib.contextmanager
+def _traced_event(tracing: Tracing, event: str, namespace: str) -> Iterator[None]:
+    with correlation() as cid, tracing.socket_event_span(event, namespace, correlation_id=cid):
+        yield
+
+
+class _UnsampledEvent:
+    __slots__ = ("_correlation", "_flow")
+
+    def __init__(self) -> None:
+        self._correlation = correlation()
+        self._flow = UnsampledFlow()
+
+    def __enter__(self) -> None:
+        self._correlation.__enter__()
+        self._flow.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._flow.__exit__()
+        self._correlation.__exit__()
 
 
 def _delivery_recorder(
     metrics: GatewayMetrics, tracing: Tracing
 ) -> Callable[[str, str, int, float | None], None]:
+    traced = tracing.enabled
+    fanout_latency = metrics.fanout_latency
+    location_latency = metrics.location_latency
+
     def record(namespace: str, event: str, recipients: int, sent_at: float | None) -> None:
+        if recipients <= 0:
+            return  # nothing was sent: no count, span or latency
         metrics.sent(namespace, event, recipients)
-        if recipients > 0:
+        if traced:
             tracing.record_emit(event, namespace, recipients, sent_at)
-        if sent_at is not None and recipients > 0:
-            latency = max(0.0, time.time() - sent_at)
-            metrics.fanout_latency.observe(latency)
+        if sent_at is not None:
+            latency = time.time() - sent_at
+            if latency < 0.0:
+                latency = 0.0
+            fanout_latency.observe(latency)
             if event == "porter:location":
-                metrics.location_latency.observe(latency)
+                location_latency.observe(latency)
 
     return record
 
@@ -407,6 +463,7 @@ __all__ = [
     "OPERATIONS_KEY",
     "Operations",
     "drain",
+    "event_scope_for",
     "install_operations",
     "instrument_redis",
     "metrics_response",
