@@ -107,9 +107,10 @@ def build_gateway(settings: Settings) -> Gateway:
             session_ttl=settings.session_ttl_seconds,
             order_access_ttl=settings.order_access_ttl_seconds,
             reconnect_ttl=settings.reconnect_token_ttl_seconds,
+            fast=redis.fast,
         )
         manager = HoldingManager(
-            RedisShardedBus(redis.publisher, redis.node_for_channel, redis.client_for_node)
+            RedisShardedBus(redis.publisher, redis.node_for_channel, redis.client_for_node, redis.fast)
         )
     sio = create_server(settings, manager)
     emitter = ReliableEmitter(manager)  # recovery offsets, offline queue (recovery/)

@@ -7,10 +7,11 @@ published after a client's ``order:subscribe`` ack can never be missed.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
+
+from realtime_gateway.state.multiplex import Multiplexer, Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -30,80 +31,30 @@ class Bus(Protocol):
 
 
 class _NodeLink:
-    """The pub/sub connection to one Redis node and the task reading it."""
+    """The pub/sub connection to one Redis node and the task reading it (``state/multiplex.py``:
+    redis-py's ``PubSub.get_message`` cost more per message than delivering it)."""
 
     def __init__(self, name: str, client: Any, owner: RedisShardedBus) -> None:
         self.name = name
-        self._pubsub = client.pubsub()
         self._owner = owner
-        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._connect_lock = asyncio.Lock()
-        self.channels: set[str] = set()
+        self._sub = Subscriber(client.connection_pool, self._message, name=name)
 
-    async def _connected(self) -> None:
-        """Open the pub/sub connection once. redis-py's ``PubSub.connect`` checks for a connection
-        and then awaits the pool, so concurrent first calls would each take one and the last
-        would win: the others' SSUBSCRIBEs go out on orphaned connections and are never confirmed."""
-        if self._task is not None:
-            return
-        async with self._connect_lock:
-            if self._task is None:
-                await self._pubsub.connect()
-                self._task = asyncio.create_task(self._read(), name=f"fanout-reader-{self.name}")
+    @property
+    def channels(self) -> set[str]:
+        return self._sub.channels
+
+    async def _message(self, payload: bytes) -> None:
+        self._owner.received += 1
+        await self._owner.dispatch(payload)
 
     async def subscribe(self, channel: str) -> None:
-        key = channel.encode()
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(key, []).append(fut)
-        try:
-            await self._connected()
-            await self._pubsub.ssubscribe(channel)
-            self.channels.add(channel)
-            await asyncio.wait_for(fut, _CONFIRM_TIMEOUT)
-        finally:
-            waiters = self._waiters.get(key)
-            if waiters and fut in waiters:
-                waiters.remove(fut)
-                if not waiters:
-                    del self._waiters[key]
+        await self._sub.subscribe(channel, _CONFIRM_TIMEOUT)
 
     async def unsubscribe(self, channel: str) -> None:
-        self.channels.discard(channel)
-        await self._pubsub.sunsubscribe(channel)
-
-    async def _read(self) -> None:
-        backoff = 0.05
-        while True:
-            try:
-                message = await self._pubsub.get_message(timeout=None)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the connection dropped: redis-py reconnects and resubscribes
-                log.warning("fan-out reader for %s: %r; retrying in %.2fs", self.name, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.05
-            if message is None:
-                continue
-            kind = message["type"]
-            if kind == "smessage":
-                self._owner.received += 1
-                try:
-                    await self._owner.dispatch(message["data"])
-                except Exception:
-                    log.exception("fan-out delivery failed")
-            elif kind == "ssubscribe":
-                for fut in self._waiters.get(message["channel"], ()):
-                    if not fut.done():
-                        fut.set_result(None)
+        self._sub.unsubscribe(channel)
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self._pubsub.aclose()
+        await self._sub.aclose()
 
 
 class RedisShardedBus:
@@ -112,8 +63,12 @@ class RedisShardedBus:
         publisher: Any,
         node_for_channel: Callable[[str], str],
         client_for_node: Callable[[str], Any],
+        fast: Multiplexer | None = None,
     ) -> None:
         self._publisher = publisher
+        # Standalone and Sentinel: SPUBLISH on the auto-pipelined connection (one write per loop
+        # tick for all rooms); Cluster routes by slot through redis-py.
+        self._fast = fast
         self._node_for_channel = node_for_channel
         self._client_for_node = client_for_node
         self._links: dict[str, _NodeLink] = {}
@@ -130,7 +85,10 @@ class RedisShardedBus:
             await self._handler(payload)
 
     async def publish(self, channel: str, payload: bytes) -> None:
-        await self._publisher.spublish(channel, payload)
+        if self._fast is not None:
+            await self._fast.execute("SPUBLISH", channel, payload)
+        else:
+            await self._publisher.spublish(channel, payload)
 
     async def subscribe(self, channel: str) -> None:
         if channel in self._channel_link:

@@ -11,12 +11,15 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.sentinel import SentinelConnectionPool
 
 from realtime_gateway.settings import RedisEndpoint, RedisMode
+from realtime_gateway.state.multiplex import Multiplexer, attach_fast
 
 
 @dataclass
 class RedisHandles:
     """``commands``: decoded-response client for the stores. ``node_for_channel`` / ``client_for_node``
-    let the fan-out bus open one pub/sub connection per node that owns a channel's slot."""
+    let the fan-out bus open one pub/sub connection per node that owns a channel's slot.
+    ``fast``: the auto-pipelined connection of the location path (rate limit, last location,
+    SPUBLISH); None on Cluster, where those commands go through redis-py's slot routing."""
 
     mode: RedisMode
     commands: Any
@@ -24,6 +27,7 @@ class RedisHandles:
     node_for_channel: Callable[[str], str]
     client_for_node: Callable[[str], Any]
     _extra: list[Any]
+    fast: Multiplexer | None = None
 
     async def start(self) -> None:
         """Load the cluster's slot map before the first command (the bus routes by it)."""
@@ -35,6 +39,8 @@ class RedisHandles:
         return bool(await self.commands.ping())
 
     async def aclose(self) -> None:
+        if self.fast is not None:
+            await self.fast.aclose()
         for client in [self.commands, self.publisher, *self._extra]:
             await client.aclose()
 
@@ -82,7 +88,9 @@ def open_redis(mode: RedisMode, endpoint: RedisEndpoint, sentinel_master: str | 
         tls = tls_options(endpoint)
         commands: Any = _standalone_client(url, decode_responses=True, **tls)
         publisher: Any = _standalone_client(url, **tls)
-        return RedisHandles(mode, commands, publisher, lambda _c: "main", lambda _n: publisher, [])
+        fast = Multiplexer(publisher.connection_pool, name="main")
+        attach_fast(commands, fast)
+        return RedisHandles(mode, commands, publisher, lambda _c: "main", lambda _n: publisher, [], fast)
     if mode == "sentinel":
         assert sentinel_master is not None
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
@@ -95,7 +103,9 @@ def open_redis(mode: RedisMode, endpoint: RedisEndpoint, sentinel_master: str | 
             sentinel_master, connection_pool_class=_BlockingSentinelPool, decode_responses=True
         )
         publisher = sentinel.master_for(sentinel_master, connection_pool_class=_BlockingSentinelPool)
-        return RedisHandles(mode, commands, publisher, lambda _c: "main", lambda _n: publisher, [])
+        fast = Multiplexer(publisher.connection_pool, name="main")
+        attach_fast(commands, fast)
+        return RedisHandles(mode, commands, publisher, lambda _c: "main", lambda _n: publisher, [], fast)
     nodes = [ClusterNode(host, port) for host, port in endpoint.hosts]
     commands = RedisCluster(startup_nodes=nodes, decode_responses=True, **common)
     publisher = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in endpoint.hosts], **common)

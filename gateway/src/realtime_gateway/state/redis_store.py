@@ -22,6 +22,7 @@ from realtime_gateway.state.base import (
     SocketRecord,
     Stores,
 )
+from realtime_gateway.state.multiplex import Multiplexer
 
 # redis.asyncio.Redis or redis.asyncio.RedisCluster: the command surface used here is shared.
 RedisClient = Any
@@ -218,12 +219,28 @@ class RedisReconnectTokenStore:
 
 
 class RedisLocationStore:
-    def __init__(self, client: RedisClient, ttl: int = keys.LOCATION_TTL) -> None:
+    def __init__(
+        self, client: RedisClient, ttl: int = keys.LOCATION_TTL, fast: Multiplexer | None = None
+    ) -> None:
         self._r = client
         self._ttl = ttl
+        # Standalone / Sentinel: the auto-pipelined connection (the two commands of every update
+        # in one loop tick share a write); Cluster: a redis-py pipeline.
+        self._fast = fast
 
     async def put(self, porter_id: str, location: dict[str, Any]) -> set[str]:
         # One round trip: the write and the lookup of the porter's orders.
+        if self._fast is not None:
+            stored, orders = await self._fast.execute_many(
+                (
+                    ("SET", keys.porter_location(porter_id), orjson.dumps(location), "EX", self._ttl),
+                    ("SMEMBERS", keys.porter_orders(porter_id)),
+                )
+            )
+            for reply in (stored, orders):
+                if isinstance(reply, Exception):
+                    raise reply
+            return {o.decode() for o in orders}
         async with self._r.pipeline(transaction=False) as pipe:
             pipe.set(keys.porter_location(porter_id), orjson.dumps(location), ex=self._ttl)
             pipe.smembers(keys.porter_orders(porter_id))
@@ -244,11 +261,12 @@ def redis_stores(
     session_ttl: int = keys.SESSION_TTL,
     order_access_ttl: int = keys.ORDER_ACCESS_TTL,
     reconnect_ttl: int = keys.SESSION_TTL,
+    fast: Multiplexer | None = None,
 ) -> Stores:
     return Stores(
         orders=RedisOrderAccessStore(client, order_access_ttl),
         sessions=RedisSessionStore(client, session_ttl),
         subscriptions=RedisSubscriptionStore(client, session_ttl, reconnect_ttl),
         reconnect=RedisReconnectTokenStore(client),
-        locations=RedisLocationStore(client),
+        locations=RedisLocationStore(client, fast=fast),
     )

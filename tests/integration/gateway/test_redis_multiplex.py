@@ -1,0 +1,226 @@
+"""The location path's own Redis connections (state/multiplex.py) on a real Redis: the
+auto-pipelined command connection, the sharded pub/sub subscriber, and the rate limiter, location
+store and bus that use them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from realtime_gateway.fanout.bus import RedisShardedBus
+from realtime_gateway.ratelimit import RateRule, RedisRateLimiter
+from realtime_gateway.settings import parse_redis_url
+from realtime_gateway.state import keys
+from realtime_gateway.state.connect import open_redis
+from realtime_gateway.state.multiplex import Multiplexer, Subscriber, fast_for
+from realtime_gateway.state.redis_store import RedisLocationStore, RedisOrderAccessStore
+from tests.support.deploy import eventually
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+def _pool(url: str) -> BlockingConnectionPool:
+    return BlockingConnectionPool.from_url(url, max_connections=4)
+
+
+@pytest.fixture
+async def mux(redis_url: str) -> AsyncIterator[Multiplexer]:
+    m = Multiplexer(_pool(redis_url), name="test")
+    yield m
+    await m.aclose()
+
+
+async def test_concurrent_callers_each_get_their_own_reply_in_few_writes(mux: Multiplexer) -> None:
+    n = 300
+    await asyncio.gather(*(mux.execute("SET", f"k{i}", f"v{i}") for i in range(n)))
+    writes_before = mux.writes
+    values = await asyncio.gather(*(mux.execute("GET", f"k{i}") for i in range(n)))
+    assert values == [f"v{i}".encode() for i in range(n)]
+    # The 300 GETs were issued in one loop tick: they left together, not one write each.
+    assert mux.writes - writes_before <= 3
+    assert mux.connects == 1
+
+
+async def test_an_error_reply_fails_only_its_caller(mux: Multiplexer) -> None:
+    await mux.execute("SET", "str", "x")
+    results = await asyncio.gather(
+        mux.execute("INCR", "counter"),
+        mux.execute("SMEMBERS", "str"),  # WRONGTYPE
+        mux.execute("INCR", "counter"),
+        return_exceptions=True,
+    )
+    assert results[0] == 1 and results[2] == 2
+    assert isinstance(results[1], ResponseError) and "WRONGTYPE" in str(results[1])
+    stored, wrong, after = await mux.execute_many([("SET", "a", "1"), ("SMEMBERS", "str"), ("GET", "a")])
+    assert stored == b"OK" and isinstance(wrong, ResponseError) and after == b"1"
+
+
+async def test_a_caller_that_gives_up_does_not_shift_the_replies(mux: Multiplexer) -> None:
+    await mux.execute("SET", "a", "A")
+    await mux.execute("SET", "b", "B")
+    abandoned = asyncio.ensure_future(mux.execute("GET", "a"))
+    kept = asyncio.ensure_future(mux.execute("GET", "b"))
+    await asyncio.sleep(0)  # both queued
+    abandoned.cancel()
+    assert await kept == b"B"
+    assert await mux.execute("GET", "a") == b"A"
+
+
+async def test_redis_restart_fails_waiting_calls_then_reconnects(redis_fresh: RedisServer) -> None:
+    m = Multiplexer(_pool(redis_fresh.url), name="restart")
+    try:
+        assert await m.execute("SET", "k", "before") == b"OK"
+        await asyncio.to_thread(redis_fresh.kill)
+        with pytest.raises(RedisConnectionError):
+            await asyncio.wait_for(m.execute("GET", "k"), 10)
+        await asyncio.to_thread(redis_fresh.start)
+
+        await eventually(
+            lambda: m.execute("PING"), within=15, what="a reconnect", retry_on=(RedisConnectionError,)
+        )
+        assert m.connects == 2
+        assert await m.execute("SET", "k", "after") == b"OK"
+    finally:
+        await m.aclose()
+
+
+async def test_a_stalled_redis_fails_waiting_calls_after_the_stall_timeout(redis_fresh: RedisServer) -> None:
+    m = Multiplexer(_pool(redis_fresh.url), name="stall", stall_timeout_s=1.0)
+    assert redis_fresh.proc is not None
+    pid = redis_fresh.proc.popen.pid
+    try:
+        await m.execute("PING")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(RedisTimeoutError):
+                await asyncio.wait_for(m.execute("PING"), 10)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await eventually(
+            lambda: m.execute("PING"), within=10, what="a reconnect", retry_on=(RedisConnectionError,)
+        )
+    finally:
+        await m.aclose()
+
+
+async def test_subscriber_confirms_delivers_and_resubscribes_after_a_restart(
+    redis_fresh: RedisServer,
+) -> None:
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_message(payload: bytes) -> None:
+        await got.put(payload)
+
+    sub = Subscriber(_pool(redis_fresh.url), on_message, name="sub")
+    publisher = Redis.from_url(redis_fresh.url)
+    try:
+        await asyncio.gather(*(sub.subscribe(f"ch{i}", 5) for i in range(20)))
+        assert await publisher.spublish("ch7", b"\x00seven\r\n") == 1
+        assert await asyncio.wait_for(got.get(), 5) == b"\x00seven\r\n"
+        sub.unsubscribe("ch7")
+
+        async def receivers(channel: str) -> int:
+            return int(dict(await publisher.pubsub_shardnumsub(channel))[channel.encode()])
+
+        async def gone(channel: str) -> bool:
+            return await receivers(channel) == 0
+
+        await eventually(lambda: gone("ch7"), within=5, what="the unsubscribe")
+        await asyncio.to_thread(redis_fresh.restart)
+        await publisher.connection_pool.disconnect()
+        # Back on the new server: every channel still wanted is subscribed again.
+        await eventually(lambda: receivers("ch3"), within=15, what="the resubscription")
+        assert await receivers("ch7") == 0
+        await publisher.spublish("ch3", b"three")
+        assert await asyncio.wait_for(got.get(), 5) == b"three"
+        assert sub.connects == 2
+    finally:
+        await sub.aclose()
+        await publisher.aclose()
+
+
+async def test_gateway_handles_wire_the_fast_path_for_standalone(redis_url: str) -> None:
+    handles = open_redis("standalone", parse_redis_url(redis_url))
+    try:
+        assert handles.fast is not None
+        assert fast_for(handles.commands) is handles.fast
+        bus = RedisShardedBus(
+            handles.publisher, handles.node_for_channel, handles.client_for_node, handles.fast
+        )
+        got: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_message(payload: bytes) -> None:
+            await got.put(payload)
+
+        bus.set_handler(on_message)
+        await bus.subscribe("rtg:room:order:fast")
+        await bus.publish("rtg:room:order:fast", b"hello")
+        assert await asyncio.wait_for(got.get(), 5) == b"hello"
+        assert bus.received == 1
+        await bus.aclose()
+    finally:
+        await handles.aclose()
+
+
+async def test_location_store_fast_path_stores_and_returns_the_orders(redis_url: str) -> None:
+    handles = open_redis("standalone", parse_redis_url(redis_url))
+    try:
+        orders = RedisOrderAccessStore(handles.commands)
+        await orders.record_created("o1", "c1")
+        await orders.record_assigned("o1", "p1")
+        await orders.record_created("o2", "c2")
+        await orders.record_assigned("o2", "p1")
+        store = RedisLocationStore(handles.commands, fast=handles.fast)
+        location = {"porterId": "p1", "lat": 52.5, "lng": 13.4, "timestamp": 1}
+        assert await store.put("p1", location) == {"o1", "o2"}
+        assert await store.put("nobody", location) == set()
+        assert await store.get("p1") == location
+        assert 0 < await handles.commands.ttl(keys.porter_location("p1")) <= keys.LOCATION_TTL
+    finally:
+        await handles.aclose()
+
+
+async def test_rate_limit_fast_path_is_shared_and_survives_a_script_flush(redis_url: str) -> None:
+    rules = {"location": RateRule(5, 60.0)}
+    a = Multiplexer(_pool(redis_url), name="a")
+    b = Multiplexer(_pool(redis_url), name="b")
+    plain = Redis.from_url(redis_url)
+    try:
+        first = RedisRateLimiter(plain, rules, fast=a)
+        second = RedisRateLimiter(plain, rules, fast=b)
+        decisions = await asyncio.gather(*(lim.hit("porter-1", "location") for lim in [first, second] * 5))
+        assert sum(d.allowed for d in decisions) == 5  # one bucket for both "instances"
+        refused = [d for d in decisions if not d.allowed]
+        assert all(d.retry_after_ms > 0 for d in refused)
+        await plain.script_flush()  # e.g. Redis restarted: EVALSHA answers NOSCRIPT
+        assert (await first.hit("porter-2", "location")).allowed
+        assert (await second.hit("porter-2", "location")).remaining == 3
+    finally:
+        await a.aclose()
+        await b.aclose()
+        await plain.aclose()
+
+
+async def test_rate_limit_fast_path_fails_open_when_redis_is_gone(redis_fresh: RedisServer) -> None:
+    errors: list[str] = []
+    m = Multiplexer(_pool(redis_fresh.url), name="gone")
+    plain = Redis.from_url(redis_fresh.url)
+    try:
+        limiter = RedisRateLimiter(plain, {"location": RateRule(1, 60.0)}, on_error=errors.append, fast=m)
+        assert (await limiter.hit("p", "location")).allowed
+        assert not (await limiter.hit("p", "location")).allowed
+        await asyncio.to_thread(redis_fresh.kill)
+        assert (await asyncio.wait_for(limiter.hit("p", "location"), 10)).allowed
+        assert errors == ["ratelimit"]
+    finally:
+        await m.aclose()
+        await plain.aclose()
