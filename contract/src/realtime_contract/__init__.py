@@ -60,6 +60,8 @@ class Env:
     TRANSPORTS: Final = "RTG_TRANSPORTS"
     # permessage-deflate on WebSocket frames (off by default: ~100 KB of zlib state per socket).
     WS_COMPRESSION: Final = "RTG_WS_COMPRESSION"
+    # Unsent bytes a WebSocket client may fall behind by before it is disconnected as a slow consumer.
+    WS_MAX_PENDING_BYTES: Final = "RTG_WS_MAX_PENDING_BYTES"
     MAX_CONNECTIONS: Final = "RTG_MAX_CONNECTIONS"
     DRAIN_SECONDS: Final = "RTG_DRAIN_SECONDS"
     OTLP_ENDPOINT: Final = "RTG_OTLP_ENDPOINT"

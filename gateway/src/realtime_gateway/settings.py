@@ -192,6 +192,10 @@ class Settings(BaseModel):
     # Location frames are ~200 bytes and gain nothing from deflate, while its zlib state costs
     # ~100 KB per socket and ~20 % of the fan-out CPU (docs/benchmarks.md).
     ws_compression: bool = Field(default=False, validation_alias=Env.WS_COMPRESSION)
+    # 1 MiB is minutes of location updates for one order; a client further behind is not reading.
+    ws_max_pending_bytes: Annotated[int, Field(ge=4096)] = Field(
+        default=1 << 20, validation_alias=Env.WS_MAX_PENDING_BYTES
+    )
     max_connections: Annotated[int, Field(ge=0)] = Field(default=5000, validation_alias=Env.MAX_CONNECTIONS)
     drain_seconds: Annotated[float, Field(ge=0, le=3600)] = Field(
         default=20.0, validation_alias=Env.DRAIN_SECONDS

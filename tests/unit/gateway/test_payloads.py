@@ -7,6 +7,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from realtime_gateway.transport.acks import err, error_event, is_error, ok
 from realtime_gateway.transport.payloads import (
@@ -16,6 +18,7 @@ from realtime_gateway.transport.payloads import (
     OrderRef,
     PayloadError,
     parse,
+    parse_location,
     timestamp_plausible,
 )
 from realtime_gateway.transport.server import FastJson
@@ -121,3 +124,49 @@ def test_fast_json_falls_back_for_what_orjson_refuses() -> None:
     assert math.isnan(FastJson.loads("[NaN]")[0])
     assert FastJson.dumps({"a": [1, 2]}) == '{"a":[1,2]}'
     assert FastJson.dumps([2**70]) == f"[{2**70}]"
+
+
+# --- the GPS fast path gives the model's answer -------------------------------------------------
+_numbers = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**60), max_value=2**60),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3),
+    st.sampled_from([0, 90, -90, 180, 360, 150, 100_000, 2**53, 2**53 + 1, -0.0, 90.0000001]),
+)
+_locations = st.one_of(
+    st.fixed_dictionaries(
+        {"lat": _numbers, "lng": _numbers, "timestamp": _numbers},
+        optional={"heading": _numbers, "speed": _numbers, "accuracy": _numbers, "extra": _numbers},
+    ),
+    st.lists(_numbers, max_size=2),
+    _numbers,
+)
+
+
+def _via_model(data: Any) -> tuple[str, Any]:
+    try:
+        return "ok", parse(LocationUpdate, data).model_dump()
+    except PayloadError as exc:
+        return "error", str(exc)
+
+
+def _via_fast_path(data: Any) -> tuple[str, Any]:
+    try:
+        return "ok", parse_location(data)
+    except PayloadError as exc:
+        return "error", str(exc)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_locations)
+def test_parse_location_matches_the_model(data: Any) -> None:
+    fast, model = _via_fast_path(data), _via_model(data)
+    assert fast == model
+    if fast[0] == "ok":  # same types too (ints become floats, timestamps stay ints)
+        assert [type(v) for v in fast[1].values()] == [type(v) for v in model[1].values()]
+
+
+def test_parse_location_keeps_the_models_field_order() -> None:
+    assert list(parse_location({**GOOD, "speed": 3})) == list(LocationUpdate.model_fields)

@@ -27,6 +27,7 @@ from socketio import packet as sio_packet
 from realtime_gateway.fanout.bus import Bus
 from realtime_gateway.observability.tracing import current_traceparent, remote_parent
 from realtime_gateway.state.keys import room_channel
+from realtime_gateway.transport.direct import DirectSocket, message_frame
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +206,8 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
 
     async def _emit_local(self, event: str, data: Any, namespace: str, room: Any, skip_sid: Any) -> None:
         """python-socketio's ``AsyncManager.emit`` without a callback, minus its task per recipient:
-        the packet is encoded once and handed to each recipient's Engine.IO queue in turn (an
-        unbounded queue, so nothing here waits on a slow client)."""
+        the packet is encoded once, its WebSocket frame built once, and written to each recipient
+        that writes directly (``transport/direct.py``); others get the Engine.IO packet queued."""
         if namespace not in self.rooms:
             return
         args = list(data) if isinstance(data, tuple) else ([] if data is None else [data])
@@ -215,11 +216,18 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
             sio_packet.EVENT, namespace=namespace, data=[event, *args]
         ).encode()
         parts = encoded if isinstance(encoded, list) else [encoded]
-        pkts = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in parts]
+        frame = message_frame(parts[0]) if len(parts) == 1 else None
+        pkts: list[Any] | None = None
+        sockets = self.server.eio.sockets
         send = self.server._send_eio_packet
         for sid, eio_sid in list(self.get_participants(namespace, room)):
             if sid in skip:
                 continue
+            sock = sockets.get(eio_sid)
+            if frame is not None and isinstance(sock, DirectSocket) and sock.write_frame(frame):
+                continue
+            if pkts is None:
+                pkts = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in parts]
             try:
                 for p in pkts:
                     await send(eio_sid, p)

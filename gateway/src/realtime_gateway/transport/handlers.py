@@ -36,10 +36,10 @@ from realtime_gateway.fanout.manager import RoomFanoutManager
 from realtime_gateway.state.base import LiveSocket, ReconnectGrant, SocketRecord, Stores
 from realtime_gateway.transport.acks import Ack, ErrorCode, err, error_event, is_error, ok
 from realtime_gateway.transport.payloads import (
-    LocationUpdate,
     OrderRef,
     PayloadError,
     parse,
+    parse_location,
     timestamp_plausible,
 )
 
@@ -348,14 +348,14 @@ class GatewayHandlers:
         return ok(orderId=payload.orderId)
 
     async def location_update(self, conn: Conn, data: Any) -> Ack:
-        payload = parse(LocationUpdate, data)
+        fields = parse_location(data)
         decision = authz.can_send_location(conn.claims)
         if not decision.allowed:
             return err(decision.code, decision.message)
-        if not timestamp_plausible(payload.timestamp, time.time() * 1000, self.location_max_skew):
+        if not timestamp_plausible(fields["timestamp"], time.time() * 1000, self.location_max_skew):
             return err(ErrorCode.VALIDATION, "timestamp: too far from server time")
         porter_id = conn.claims.user_id
-        location = {"porterId": porter_id, **payload.model_dump()}
+        location = {"porterId": porter_id, **fields}
         order_ids = await self.stores.locations.put(porter_id, location)
         for order_id in order_ids:
             await self.emitter.to_order(order_id, "porter:location", {"orderId": order_id, **location})

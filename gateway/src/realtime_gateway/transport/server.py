@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
@@ -14,6 +15,7 @@ from socketio.packet import Packet
 from realtime_contract import NAMESPACE_ROLES
 from realtime_gateway.fanout.manager import RoomFanoutManager
 from realtime_gateway.settings import Settings
+from realtime_gateway.transport.direct import DirectSocket
 
 
 class FastJson:
@@ -45,6 +47,19 @@ INLINE_EVENTS: Final = frozenset({"location:update"})
 
 
 class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
+    # Unsent bytes after which a directly written WebSocket is dropped as a slow consumer.
+    max_pending_bytes: int = 1 << 20
+    on_slow_consumer: Callable[[], None] | None = None
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: Any) -> Any:
+        # The first point where the Engine.IO socket exists but its transport has not started.
+        sock = self.eio.sockets.get(eio_sid)
+        if sock is not None:
+            DirectSocket.adopt(sock)
+            sock.max_pending_bytes = self.max_pending_bytes
+            sock.on_slow_consumer = self.on_slow_consumer
+        return await super()._handle_eio_connect(eio_sid, environ)
+
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: Any, data: Any) -> None:
         event = data[0] if isinstance(data, list) and data else None
         if not (isinstance(event, str) and event in INLINE_EVENTS):
@@ -124,4 +139,5 @@ def create_server(settings: Settings, manager: RoomFanoutManager) -> GatewayServ
         max_http_buffer_size=settings.max_payload_bytes,
     )
     _set_websocket_compression(sio, settings.ws_compression)
+    sio.max_pending_bytes = settings.ws_max_pending_bytes
     return sio

@@ -1,0 +1,196 @@
+"""Engine.IO sockets that write WebSocket frames straight to the connection.
+
+python-engineio gives every WebSocket a queue, a writer task that polls it with ``wait_for`` (a
+new task per wait on Python 3.11), a task per received frame and a task per ping cycle. For a
+gateway whose bulk traffic is one small frame to many sockets, that is most of the CPU per
+delivery and a large part of the memory per idle connection. A socket that connected over
+WebSocket directly (not upgraded from long-polling) and without permessage-deflate is switched
+to this class: it writes each frame to the transport synchronously (``write_frame``: no task,
+no queue, so per-socket order is the order of the calls), reads in the connection's own task
+and pings from a timer. Everything else (polling, upgrades, compressed sockets) keeps the stock
+path. The Engine.IO protocol itself (packets, ping/pong, close) is python-engineio's.
+
+Backpressure: frames go to the transport's buffer; a client that stops reading while its buffer
+grows beyond ``max_pending_bytes`` is a slow consumer and its connection is aborted (the client
+reconnects and recovers missed order events from the room history) instead of the gateway
+buffering without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from engineio import packet as eio_packet
+from engineio.async_socket import AsyncSocket
+
+log = logging.getLogger(__name__)
+
+_TEXT: Final = 0x81  # FIN + text opcode
+_BINARY: Final = 0x82  # FIN + binary opcode
+_LEN2: Final = struct.Struct("!BBH").pack
+_LEN8: Final = struct.Struct("!BBQ").pack
+
+
+def _frame(first: int, payload: bytes) -> bytes:
+    """One unmasked, uncompressed WebSocket frame (RFC 6455 §5.2), as a server sends it."""
+    n = len(payload)
+    if n < 126:
+        return bytes((first, n)) + payload
+    if n < 65536:
+        return _LEN2(first, 126, n) + payload
+    return _LEN8(first, 127, n) + payload
+
+
+def text_frame(payload: bytes) -> bytes:
+    return _frame(_TEXT, payload)
+
+
+def message_frame(encoded: str) -> bytes:
+    """The frame of an Engine.IO MESSAGE packet carrying an encoded Socket.IO packet."""
+    return text_frame(b"4" + encoded.encode())
+
+
+class DirectSocket(AsyncSocket):  # type: ignore[misc]
+    """See the module docstring. Instances start as python-engineio's ``AsyncSocket`` and are
+    switched to this class on the Engine.IO connect event (``adopt``), before their transport runs."""
+
+    # python-engineio's own state (untyped there).
+    last_ping: float | None
+    connected: bool
+    closing: bool
+    closed: bool
+    # Class-level defaults: adopted instances were built by AsyncSocket.__init__.
+    _writer: Any = None
+    _transport: asyncio.Transport | None = None
+    max_pending_bytes: int = 1 << 20
+    on_slow_consumer: Callable[[], None] | None = None
+
+    @classmethod
+    def adopt(cls, sock: Any) -> None:
+        if type(sock) is AsyncSocket:
+            sock.__class__ = cls
+
+    # --- writing ------------------------------------------------------------------------------
+    def write_frame(self, frame: bytes) -> bool:
+        """Write a ready frame; False when this socket is not (or no longer) writing directly,
+        in which case the caller goes through ``send``."""
+        transport = self._transport
+        if transport is None:
+            return False
+        if self._writer._closing or transport.is_closing():
+            return True  # the connection is going away: like the stock writer, drop
+        transport.write(frame)
+        if transport.get_write_buffer_size() > self.max_pending_bytes:
+            self._abort_slow()
+        return True
+
+    async def send(self, pkt: Any) -> None:
+        if self._transport is None:
+            await super().send(pkt)
+            return
+        if self.closed:
+            return
+        if self.last_ping and time.time() - self.last_ping > self.server.ping_timeout:
+            await self.check_ping_timeout()  # closes the socket (stock behaviour)
+            return
+        data = pkt.encode()
+        self.write_frame(text_frame(data.encode()) if isinstance(data, str) else _frame(_BINARY, data))
+
+    def _abort_slow(self) -> None:
+        transport = self._transport
+        self._transport = None
+        log.warning("slow consumer %s: more than %d bytes unsent, closing", self.sid, self.max_pending_bytes)
+        if self.on_slow_consumer is not None:
+            self.on_slow_consumer()
+        if transport is not None:
+            transport.abort()  # the reader sees the connection end and runs the disconnect
+
+    # --- ping from a timer instead of a task per cycle ---------------------------------------------
+    def schedule_ping(self) -> None:
+        if self.last_ping:
+            self.last_ping = None
+            asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping_due)
+
+    def _ping_due(self) -> None:
+        if self.closing or self.closed:
+            return
+        self.last_ping = time.time()
+        if self._transport is not None:
+            self.write_frame(text_frame(b"2"))
+        else:
+            self.server.start_background_task(self.send, eio_packet.Packet(eio_packet.PING))
+
+    # --- closing ------------------------------------------------------------------------------
+    async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+        if self._transport is None:
+            await super().close(wait=wait, abort=abort, reason=reason)
+            return
+        # Nothing is queued, so there is nothing to wait for; the CLOSE packet is written directly.
+        await super().close(wait=False, abort=abort, reason=reason)
+        self._transport = None
+        ws = self._ws_response
+        if ws is not None and not ws.closed:
+            # Not awaited here: close() may run in this socket's own reader, which must keep
+            # reading for aiohttp to finish the closing handshake.
+            task = asyncio.ensure_future(ws.close())
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
+
+    _ws_response: Any = None
+
+    # --- the connection's task ----------------------------------------------------------------
+    async def _websocket_handler(self, ws: Any) -> None:
+        response = ws._sock
+        writer = getattr(response, "_writer", None)
+        if self.connected or writer is None or writer.compress:
+            await super()._websocket_handler(ws)
+            return
+        self.connected = True
+        self.upgraded = True
+        self._ws_response = response
+        self._writer = writer
+        self._transport = writer.transport
+        # What was queued before the connection existed (the OPEN packet) goes first.
+        while not self.queue.empty():
+            pkt = self.queue.get_nowait()
+            self.queue.task_done()
+            if pkt is not None:
+                await self.send(pkt)
+        handle_message = self.server.handlers.get("message")
+        max_size = self.server.max_http_buffer_size
+        while True:
+            try:
+                data = await ws.wait()
+            except Exception:
+                break
+            if data is None or len(data) > max_size:
+                break
+            if isinstance(data, str) and data[:1] == "4" and handle_message is not None:
+                # MESSAGE, the bulk of the traffic: straight to Socket.IO, as Engine.IO's
+                # receive() would with async handlers off.
+                try:
+                    await handle_message(self.sid, data[1:])
+                except Exception:
+                    log.exception("message handler error")
+                continue
+            try:
+                await self.receive(eio_packet.Packet(encoded_packet=data))
+            except Exception:
+                log.debug("receive error on %s", self.sid, exc_info=True)
+                if self.closed:
+                    break
+        self._transport = None
+        if not response.closed:
+            try:
+                await response.close()
+            except Exception:
+                log.debug("close of %s failed", self.sid, exc_info=True)
+        await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+
+
+_closing: set[asyncio.Future[Any]] = set()

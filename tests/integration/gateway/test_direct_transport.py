@@ -1,0 +1,144 @@
+"""WebSocket sockets written directly (transport/direct.py): Engine.IO pings from the timer, the
+ping timeout, and the slow-consumer cut-off, seen from real clients of an embedded gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+import pytest
+
+from realtime_contract import Env
+from tests.support.gateway_fixtures import EmbeddedFactory, mint_token
+from tests.support.sio import connect
+
+pytestmark = pytest.mark.integration
+
+
+def _ws_url(http_url: str) -> str:
+    return http_url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+
+
+async def _engineio_pings(gateway_url: str, answer: bool, window_s: float) -> tuple[int, bool]:
+    """Open a raw Engine.IO WebSocket; count server PINGs for ``window_s`` (answering them or
+    not) and say whether the server closed the connection meanwhile."""
+    pings = 0
+    async with aiohttp.ClientSession() as http, http.ws_connect(_ws_url(gateway_url)) as ws:
+        opened = await ws.receive(timeout=5)
+        assert opened.type == aiohttp.WSMsgType.TEXT and opened.data.startswith("0"), opened
+        deadline = time.monotonic() + window_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = await ws.receive(timeout=left)
+            except TimeoutError:
+                break
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                return pings, True
+            if msg.data == "1":  # Engine.IO CLOSE
+                return pings, True
+            if msg.data == "2":
+                pings += 1
+                if answer:
+                    await ws.send_str("3")
+        return pings, False
+
+
+async def test_pings_keep_an_answering_socket_and_close_a_silent_one(
+    embedded_factory: EmbeddedFactory,
+) -> None:
+    embedded = await embedded_factory()
+    eio = embedded.gateway.sio.eio
+    eio.ping_interval, eio.ping_timeout = 0.2, 0.6
+
+    pings, closed = await _engineio_pings(embedded.url, answer=True, window_s=2.0)
+    assert pings >= 4 and not closed, (pings, closed)
+
+    pings, closed = await _engineio_pings(embedded.url, answer=False, window_s=6.0)
+    assert pings == 1 and closed, (pings, closed)
+
+
+# --- slow consumer --------------------------------------------------------------------------
+def _mask(payload: bytes) -> bytes:
+    """A masked client text frame (clients must mask, RFC 6455 §5.3)."""
+    key = os.urandom(4)
+    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    n = len(payload)
+    header = bytes((0x81, 0x80 | n)) if n < 126 else bytes((0x81, 0x80 | 126)) + n.to_bytes(2, "big")
+    return header + key + body
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> str:
+    first, second = await reader.readexactly(2)
+    n = second & 0x7F
+    if n == 126:
+        n = int.from_bytes(await reader.readexactly(2), "big")
+    elif n == 127:
+        n = int.from_bytes(await reader.readexactly(8), "big")
+    assert first & 0x0F == 0x1, f"expected a text frame, got opcode {first & 0x0F}"
+    return (await reader.readexactly(n)).decode()
+
+
+async def _stalled_subscriber(gateway_url: str, token: str, order_id: str) -> tuple[Any, socket.socket]:
+    """A Socket.IO client on /client, subscribed to ``order_id``, that then never reads again: a
+    tiny receive buffer and a 1 KiB stream limit make the server's writes back up quickly."""
+    parts = urlsplit(gateway_url)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(raw, (parts.hostname, parts.port))
+    reader, writer = await asyncio.open_connection(sock=raw, limit=1024)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    status = await reader.readuntil(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 101"), status
+    assert (await _read_frame(reader)).startswith("0")
+    writer.write(_mask(b"40/client," + orjson.dumps({"token": token})))
+    assert (await _read_frame(reader)).startswith("40/client,")
+    writer.write(_mask(b"42/client,1" + orjson.dumps(["order:subscribe", {"orderId": order_id}])))
+    while True:  # the session event comes first, then the ack
+        frame = await _read_frame(reader)
+        if frame.startswith("43/client,1"):
+            assert orjson.loads(frame[len("43/client,1") :])[0]["ok"] is True, frame
+            return writer, raw
+
+
+async def test_a_client_that_stops_reading_is_cut_off_and_others_get_everything(
+    embedded_factory: EmbeddedFactory,
+) -> None:
+    embedded = await embedded_factory(**{Env.WS_MAX_PENDING_BYTES: 65536})
+    gateway = embedded.gateway
+    order_id = "o-slow"
+    await gateway.stores.orders.record_created(order_id, "c-slow")
+    slow_writer, raw = await _stalled_subscriber(embedded.url, mint_token("c-slow", "customer"), order_id)
+    slow_sids = set(gateway.handlers.conns)
+    assert len(slow_sids) == 1
+    async with await connect(embedded.url, "/client", mint_token("c-slow", "customer")) as healthy:
+        assert (await healthy.call("order:subscribe", {"orderId": order_id}))["ok"] is True
+        padding = "x" * 8000
+        sent = 0
+        # 8 KB events until the stalled socket is dropped (the kernel buffers take a few MB first).
+        deadline = time.monotonic() + 30
+        while slow_sids & set(gateway.handlers.conns):
+            assert time.monotonic() < deadline, "the stalled client was never disconnected"
+            event = {"orderId": order_id, "n": sent, "p": padding}
+            await gateway.emitter.to_order(order_id, "order:status", event)
+            sent += 1
+            if sent % 50 == 0:
+                await asyncio.sleep(0)  # let the healthy client read
+        received = [(await healthy.next("order:status", timeout=10))["n"] for _ in range(sent)]
+        assert received == list(range(sent))
+    slow_writer.close()
+    raw.close()
