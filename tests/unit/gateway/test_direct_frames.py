@@ -41,4 +41,4 @@ def test_text_frame_matches_aiohttp(size: int) -> None:
 
 def test_message_frame_is_an_engineio_message() -> None:
     encoded = '2/client,["porter:location",{"orderId":"o-ü"}]'
-    assert message_frame(encoded) == _aiohttp_frame(("4" + encoded).encode())
+    assert message_frame(encoded.encode()) == _aiohttp_frame(("4" + encoded).encode())

@@ -34,6 +34,22 @@ log = logging.getLogger(__name__)
 AfterConnect = Callable[[], Awaitable[None]]
 
 
+def _encode_event(packet_class: Any, namespace: str, data: list[Any]) -> tuple[bytes, list[bytes]]:
+    """The Socket.IO EVENT packet for ``data`` as python-socketio's ``Packet.encode`` writes it,
+    in UTF-8 (the frame's encoding), and its binary attachments. orjson refuses what needs the
+    packet class's care (bytes, integers beyond 64 bits, non-string keys): those take its path."""
+    try:
+        body = orjson.dumps(data)
+    except TypeError:
+        encoded = packet_class(sio_packet.EVENT, namespace=namespace, data=data).encode()
+        if isinstance(encoded, list):
+            return encoded[0].encode(), list(encoded[1:])
+        return encoded.encode(), []
+    if namespace == "/":
+        return b"2" + body, []
+    return b"2" + namespace.encode() + b"," + body, []
+
+
 class _KeyedLocks:
     """One asyncio.Lock per key, dropped when nobody holds or waits for it."""
 
@@ -212,11 +228,8 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
             return
         args = list(data) if isinstance(data, tuple) else ([] if data is None else [data])
         skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
-        encoded = self.server.packet_class(
-            sio_packet.EVENT, namespace=namespace, data=[event, *args]
-        ).encode()
-        parts = encoded if isinstance(encoded, list) else [encoded]
-        frame = message_frame(parts[0]) if len(parts) == 1 else None
+        text, attachments = _encode_event(self.server.packet_class, namespace, [event, *args])
+        frame = None if attachments else message_frame(text)
         pkts: list[Any] | None = None
         sockets = self.server.eio.sockets
         send = self.server._send_eio_packet
@@ -227,7 +240,8 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
             if frame is not None and isinstance(sock, DirectSocket) and sock.write_frame(frame):
                 continue
             if pkts is None:
-                pkts = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in parts]
+                pkts = [eio_packet.Packet(eio_packet.MESSAGE, text.decode())]
+                pkts += [eio_packet.Packet(eio_packet.MESSAGE, a) for a in attachments]
             try:
                 for p in pkts:
                     await send(eio_sid, p)

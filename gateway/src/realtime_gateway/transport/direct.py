@@ -50,9 +50,9 @@ def text_frame(payload: bytes) -> bytes:
     return _frame(_TEXT, payload)
 
 
-def message_frame(encoded: str) -> bytes:
-    """The frame of an Engine.IO MESSAGE packet carrying an encoded Socket.IO packet."""
-    return text_frame(b"4" + encoded.encode())
+def message_frame(encoded: bytes) -> bytes:
+    """The frame of an Engine.IO MESSAGE packet carrying an encoded Socket.IO packet (UTF-8)."""
+    return text_frame(b"4" + encoded)
 
 
 class DirectSocket(AsyncSocket):  # type: ignore[misc]
