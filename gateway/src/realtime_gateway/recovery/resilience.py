@@ -87,7 +87,10 @@ class RedisBreaker:
 
         async def call(conn: Any, data: Any) -> Ack:
             try:
-                return await asyncio.wait_for(fn(conn, data), deadline)
+                # ``asyncio.timeout``, not ``wait_for``: on Python 3.11 wait_for runs the handler in
+                # a task of its own, one more task and loop iteration per client event.
+                async with asyncio.timeout(deadline):
+                    return await fn(conn, data)
             except (RedisConnectionError, RedisTimeoutError, TimeoutError, ConnectionError) as exc:
                 # This call failed; whether Redis is down is the probe's decision.
                 log.debug("%s answered UNAVAILABLE: %r", event, exc)
