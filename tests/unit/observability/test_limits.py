@@ -80,3 +80,51 @@ async def test_no_per_ip_limit_unless_configured() -> None:
     )
     for _ in range(5):
         assert await gate.admit(environ("1.1.1.1")) is None
+
+
+class StandInServer:
+    """What the handshake watchdog reads of a Socket.IO server: Engine.IO sessions, namespace membership."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, object] = {}
+        self.members: dict[tuple[str, str], str] = {}  # (eio_sid, namespace) -> sid
+        self.lookups = 0
+        self.closed: list[str] = []
+        self.eio = SimpleNamespace(sockets=self.sessions, disconnect=self._disconnect)
+        self.manager = SimpleNamespace(sid_from_eio_sid=self._sid)
+
+    def _sid(self, eio_sid: str, namespace: str) -> str | None:
+        self.lookups += 1
+        return self.members.get((eio_sid, namespace))
+
+    async def _disconnect(self, eio_sid: str) -> None:
+        self.closed.append(eio_sid)
+        self.sessions.pop(eio_sid, None)
+
+
+async def test_handshake_watchdog_looks_at_joined_sessions_only_now_and_then() -> None:
+    from realtime_gateway.limits import FULL_PASS_EVERY, HandshakeWatchdog
+
+    sio = StandInServer()
+    metrics = GatewayMetrics(process_metrics=False)
+    watchdog = HandshakeWatchdog(sio, 0.0, metrics, namespaces=("/client",))
+    for i in range(100):
+        sio.sessions[f"e{i}"] = object()
+        sio.members[(f"e{i}", "/client")] = f"s{i}"
+    sio.sessions["idle"] = object()  # never sends the namespace CONNECT
+    assert await watchdog.sweep() == 1
+    assert sio.closed == ["idle"]
+    assert metrics.connection_refusals.labels("HANDSHAKE_TIMEOUT")._value.get() == 1
+    first = sio.lookups
+    assert first == 101
+    # Joined sessions are skipped by the next passes; a new session is looked at right away.
+    sio.sessions["new"] = object()
+    sio.members[("new", "/client")] = "s-new"
+    assert await watchdog.sweep() == 0
+    assert sio.lookups == first + 1
+    # A client that left its namespace but kept the Engine.IO session is still closed, later.
+    del sio.members[("e7", "/client")]
+    for _ in range(FULL_PASS_EVERY):
+        await watchdog.sweep()
+    assert sio.closed == ["idle", "e7"]
+    assert "e7" not in sio.sessions and len(sio.sessions) == 100
