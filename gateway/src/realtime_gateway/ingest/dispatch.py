@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from pydantic import AwareDatetime, TypeAdapter
 
 from realtime_gateway.ingest import envelope as ev
 from realtime_gateway.ingest.ports import DedupStore, Emitter, OfferStore, OrderAccessStore
@@ -44,6 +48,9 @@ class IngestStats:
         self.malformed[source] += 1
 
 
+_DATETIME: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)
+
+
 def _ms(value: Any) -> int:
     return int(value.timestamp() * 1000)
 
@@ -67,35 +74,69 @@ class Dispatcher:
 
     async def handle(self, event: ev.Event) -> Outcome:
         """Apply ``event`` once. Raises when an effect failed; the event is then not marked seen."""
-        if event.type in ev.PRODUCED_ONLY_TYPES:
-            outcome = Outcome.IGNORED
-        elif not self._reclaim(event.event_id) and await self._claim(event.event_id):
-            outcome = Outcome.DUPLICATE
-        else:
-            try:
-                await self._apply(event)
-            except BaseException:
-                try:
-                    await self._dedup.forget(event.event_id)
-                except BaseException:
-                    # Redis failed between the claim and the effect: the claim survives (a
-                    # restarted Redis reloads it), so this process's retry must apply the event
-                    # rather than drop it as a duplicate.
-                    self._orphaned.add(event.event_id)
-                raise
-            outcome = Outcome.DELIVERED
-            self.stats.by_type[event.type] += 1
-        self.stats.by_outcome[outcome] += 1
-        return outcome
+        (verdict,) = await self.claim_many([event])
+        if verdict is not None:
+            return verdict
+        return await self.apply_claimed(event)
 
-    async def _claim(self, event_id: str) -> bool:
-        """``dedup.seen``; a claim whose answer was lost (Redis dropped the connection after the
-        SET) may exist, so the retry in this process applies the event instead of dropping it."""
+    async def claim_many(self, events: Sequence[ev.Event]) -> list[Outcome | None]:
+        """Claim the events' ids in one round trip: per event ``None`` (claimed now: apply it with
+        :meth:`apply_claimed`), or its final outcome (``DUPLICATE``, ``IGNORED``), already counted.
+
+        If the claim fails, no outcome is decided and the claims that may exist are this
+        process's: a retry applies those events instead of dropping them.
+        """
+        verdicts: list[Outcome | None] = []
+        to_claim: list[int] = []
+        for i, event in enumerate(events):
+            if event.type in ev.PRODUCED_ONLY_TYPES:
+                verdicts.append(Outcome.IGNORED)
+                continue
+            verdicts.append(None)
+            if not self._reclaim(event.event_id):
+                to_claim.append(i)
+        if to_claim:
+            try:
+                fresh = await self._dedup.claim_many([events[i].event_id for i in to_claim])
+            except BaseException:
+                # A claim whose answer was lost (Redis dropped the connection after the SET) may
+                # exist, so the retry in this process applies the event instead of dropping it.
+                self._orphaned.update(e.event_id for e, v in zip(events, verdicts, strict=True) if v is None)
+                raise
+            for i, claimed in zip(to_claim, fresh, strict=True):
+                if not claimed:
+                    verdicts[i] = Outcome.DUPLICATE
+        for verdict in verdicts:
+            if verdict is not None:
+                self.stats.by_outcome[verdict] += 1
+        return verdicts
+
+    async def apply_claimed(self, event: ev.Event) -> Outcome:
+        """Apply an event :meth:`claim_many` answered ``None`` for. Raises when an effect failed;
+        the claim is then released, so a redelivery or retry applies the event."""
         try:
-            return await self._dedup.seen(event_id)
+            await self._apply(event)
         except BaseException:
-            self._orphaned.add(event_id)
+            await self.release([event])
             raise
+        self.stats.by_type[event.type] += 1
+        self.stats.by_outcome[Outcome.DELIVERED] += 1
+        return Outcome.DELIVERED
+
+    async def release(self, events: Sequence[ev.Event]) -> None:
+        """Give up claims of events that were not applied; only a cancellation propagates."""
+        ids = [event.event_id for event in events]
+        if not ids:
+            return
+        try:
+            await self._dedup.forget_many(ids)
+        except BaseException as exc:
+            # Redis failed between the claim and the effect: the claims survive (a restarted
+            # Redis reloads them), so this process's retry must apply the events rather than
+            # drop them as duplicates.
+            self._orphaned.update(ids)
+            if not isinstance(exc, Exception):
+                raise
 
     def _reclaim(self, event_id: str) -> bool:
         if event_id in self._orphaned:
@@ -139,7 +180,8 @@ class Dispatcher:
 
     @staticmethod
     def _occurred(env: ev.Envelope) -> str:
-        return str(env.wire()["occurredAt"])
+        # The envelope's own serializer for the one field, not a dump of the whole envelope.
+        return str(_DATETIME.dump_python(env.occurred_at, mode="json"))
 
     def _status(self, env: ev.Envelope, payload: dict[str, Any]) -> dict[str, Any]:
         return {**payload, "eventId": env.event_id, "occurredAt": self._occurred(env)}

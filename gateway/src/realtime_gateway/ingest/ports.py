@@ -6,7 +6,7 @@ stores are in :mod:`realtime_gateway.ingest.stores` (Redis and in-memory variant
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -56,6 +56,13 @@ class DedupStore(Protocol):
 
     async def forget(self, event_id: str) -> None:
         """Release a claim whose effects failed, so a redelivery is processed again."""
+
+    async def claim_many(self, event_ids: Sequence[str]) -> list[bool]:
+        """Claim each id in one round trip; per id True when claimed now (apply it), False when
+        claimed before (a duplicate). An id twice in the list is claimed by its first occurrence."""
+
+    async def forget_many(self, event_ids: Sequence[str]) -> None:
+        """``forget`` for several ids in one round trip."""
 
 
 class OfferDecision(StrEnum):

@@ -1,15 +1,19 @@
 """Redis and in-memory state owned by the ingest layer: event dedup, job offers, chat helpers.
 
-Every key has a TTL. Keys a Lua script touches are single keys, so Redis Cluster needs no
-hash-tag planning beyond the offer key (which carries its id as the tag).
+Every key has a TTL. The offer scripts touch single keys, so Redis Cluster needs no hash-tag
+planning beyond the offer key (which carries its id as the tag); the batch dedup script, whose
+keys span slots, runs only on a standalone or Sentinel Redis (a pipeline does its job on Cluster).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Final
+
+from redis.asyncio.cluster import RedisCluster
 
 from realtime_gateway.ingest.ports import OfferDecision, OfferOutcome, OfferResult
 
@@ -69,6 +73,8 @@ class RedisDedupStore:
     def __init__(self, redis: RedisClient, ttl_s: int = DEDUP_TTL_S) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
+        # A script's keys must share a slot on Redis Cluster; the ids of a batch do not.
+        self._claim_script = None if isinstance(redis, RedisCluster) else _lua("dedup_claim.lua")
 
     async def seen(self, event_id: str) -> bool:
         claimed = await self._redis.set(event_key(event_id), b"1", nx=True, ex=self._ttl_s)
@@ -76,6 +82,29 @@ class RedisDedupStore:
 
     async def forget(self, event_id: str) -> None:
         await self._redis.delete(event_key(event_id))
+
+    async def claim_many(self, event_ids: Sequence[str]) -> list[bool]:
+        if len(event_ids) == 1:
+            return [not await self.seen(event_ids[0])]
+        keys = [event_key(event_id) for event_id in event_ids]
+        if self._claim_script is not None:
+            # One script call: one command to send and one flat reply to parse for the batch.
+            claimed = await self._redis.eval(self._claim_script, len(keys), *keys, self._ttl_s)
+            return [bool(c) for c in claimed]
+        # One pipeline, not a transaction: on Redis Cluster the keys live in different slots.
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.set(key, b"1", nx=True, ex=self._ttl_s)
+        return [bool(c) for c in await pipe.execute()]
+
+    async def forget_many(self, event_ids: Sequence[str]) -> None:
+        if len(event_ids) == 1:
+            await self.forget(event_ids[0])
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for event_id in event_ids:
+            pipe.delete(event_key(event_id))
+        await pipe.execute()
 
 
 class RedisOfferStore:
@@ -169,6 +198,14 @@ class MemoryDedupStore:
 
     async def forget(self, event_id: str) -> None:
         self._keys.pop(event_id)
+
+    # Through ``seen``/``forget``, so a store that overrides those behaves alike in batches.
+    async def claim_many(self, event_ids: Sequence[str]) -> list[bool]:
+        return [not await self.seen(event_id) for event_id in event_ids]
+
+    async def forget_many(self, event_ids: Sequence[str]) -> None:
+        for event_id in event_ids:
+            await self.forget(event_id)
 
 
 @dataclass

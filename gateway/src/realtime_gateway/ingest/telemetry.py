@@ -11,6 +11,8 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from realtime_gateway.observability.logs import correlation
+
 log = logging.getLogger(__name__)
 
 
@@ -30,13 +32,13 @@ class IngestTelemetry:
         except Exception:
             log.debug("recording %s failed", what, exc_info=True)
 
-    def record(self, source: str, result: str) -> None:
-        """One consumed record (or HTTP event) and what became of it."""
+    def record(self, source: str, result: str, count: int = 1) -> None:
+        """``count`` consumed records (or HTTP events) and what became of them."""
         m = self.metrics
         if m is not None:
-            self._safe("kafka_records", lambda: m.kafka_records.labels(source, result).inc())
+            self._safe("kafka_records", lambda: m.kafka_records.labels(source, result).inc(count))
             if result == "duplicate":
-                self._safe("dedup_drops", lambda: m.dedup_drops.labels(source).inc())
+                self._safe("dedup_drops", lambda: m.dedup_drops.labels(source).inc(count))
 
     def error(self, operation: str) -> None:
         m = self.metrics
@@ -52,7 +54,6 @@ class IngestTelemetry:
             except Exception:
                 log.debug("recording lag failed", exc_info=True)
 
-    @contextlib.contextmanager
     def consume_span(
         self,
         topic: str,
@@ -60,15 +61,21 @@ class IngestTelemetry:
         offset: int,
         headers: Iterable[tuple[str, bytes | str | None]] | None,
         correlation_id: str | None,
-    ) -> Iterator[None]:
-        """A consumer span, child of the producer's ``traceparent`` header when there is one."""
-        if self.tracing is None:
-            yield
-            return
-        with self.tracing.kafka_consume_span(
+    ) -> contextlib.AbstractContextManager[object]:
+        """A consumer span, child of the producer's ``traceparent`` header when there is one.
+
+        With tracing off only the record's correlation id is bound (for its logs): building the
+        no-op span and parsing the headers for it cost a good part of a record's handling.
+        """
+        tracing = self.tracing
+        if tracing is None:
+            return contextlib.nullcontext()
+        if not getattr(tracing, "enabled", True):
+            return correlation(correlation_id)
+        span: contextlib.AbstractContextManager[object] = tracing.kafka_consume_span(
             topic, partition, offset, headers, correlation_id=correlation_id
-        ):
-            yield
+        )
+        return span
 
     @contextlib.contextmanager
     def produce_span(self, topic: str, correlation_id: str | None) -> Iterator[None]:

@@ -10,7 +10,8 @@ Redis: one Lua script assigns the offset, appends to a Redis Stream (``MAXLEN`` 
 ``<offset>-0``), and SPUBLISHes the fan-out message on the room's channel. Because assignment and
 publication are one atomic step, every instance receives a room's events in offset order, even
 when several instances emit to the same room concurrently. The keys' hash tag is the room's
-channel name, so on Redis Cluster the script's keys and the channel live in one slot.
+channel name, so on Redis Cluster the script's keys and the channel live in one slot. Appends
+waiting at the same moment share one script call (one per slot on Redis Cluster).
 
 Memory (embedded mode): the same semantics in a dict of deques, under the event loop's
 single-threadedness.
@@ -18,6 +19,7 @@ single-threadedness.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -25,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 import orjson
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
 from realtime_gateway.fanout.emitter import order_room
 from realtime_gateway.state.keys import room_channel
@@ -114,32 +118,59 @@ def dedup_id(data: dict[str, Any]) -> str:
 
 # --- Redis ------------------------------------------------------------------------------------
 
+# Appends a batch of events, each to its own room. KEYS: (meta, stream, ids) per event. ARGV[1..3]:
+# size, TTL, the epoch for a room whose history starts now; then one argument per event, its
+# fields joined by NUL (JSON and the ids never contain a raw NUL): channel, event, data head,
+# separator, dedup id, publish head, publish tail. Returns "offset,epoch,appended" per event,
+# joined by ";" (one string: much cheaper to read than a nested reply).
 _APPEND: Final = """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', KEYS[2], KEYS[3])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+local size, ttl, fresh = ARGV[1], ARGV[2], ARGV[3]
+local out = {}
+for i = 0, #KEYS / 3 - 1 do
+  local meta, stream, ids = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  local f, pos = {}, 1
+  local blob = ARGV[4 + i]
+  for _ = 1, 7 do
+    local stop = string.find(blob, '\\0', pos, true)
+    if not stop then
+      stop = #blob + 1
+    end
+    f[#f + 1] = string.sub(blob, pos, stop - 1)
+    pos = stop + 1
+  end
+  local channel, event, head, sep, dedup, msg_head, msg_tail = f[1], f[2], f[3], f[4], f[5], f[6], f[7]
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if not epoch then
+    epoch = fresh
+    redis.call('DEL', stream, ids)
+    redis.call('HSET', meta, 'epoch', epoch, 'seq', 0)
+  end
+  local prev = false
+  if dedup ~= '' then
+    prev = redis.call('HGET', ids, dedup)
+  end
+  if prev then
+    out[#out + 1] = prev .. ',' .. epoch .. ',0'
+  else
+    local off = redis.call('HINCRBY', meta, 'seq', 1)
+    local data = head .. sep .. '"offset":' .. off .. ',"epoch":"' .. epoch .. '"}'
+    redis.call('XADD', stream, 'MAXLEN', size, off .. '-0', 'e', event, 'd', data)
+    if dedup ~= '' then
+      redis.call('HSET', ids, dedup, off)
+      redis.call('EXPIRE', ids, ttl)
+    end
+    redis.call('EXPIRE', meta, ttl)
+    redis.call('EXPIRE', stream, ttl)
+    if channel ~= '' then
+      redis.call('SPUBLISH', channel, msg_head .. data .. msg_tail)
+    end
+    out[#out + 1] = off .. ',' .. epoch .. ',1'
+  end
 end
-local dedup = ARGV[8]
-if dedup ~= '' then
-  local prev = redis.call('HGET', KEYS[3], dedup)
-  if prev then return {tonumber(prev), epoch, 0} end
-end
-local off = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-local data = ARGV[6] .. ARGV[7] .. '"offset":' .. off .. ',"epoch":"' .. epoch .. '"}'
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], off .. '-0', 'e', ARGV[5], 'd', data)
-if dedup ~= '' then
-  redis.call('HSET', KEYS[3], dedup, off)
-  redis.call('EXPIRE', KEYS[3], ARGV[3])
-end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-if ARGV[4] ~= '' then
-  redis.call('SPUBLISH', ARGV[4], ARGV[9] .. data .. ARGV[10])
-end
-return {off, epoch, 1}
+return table.concat(out, ';')
 """
+# Events per script call: one call holds Redis for its whole batch.
+APPEND_BATCH: Final = 100
 
 _READ: Final = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -188,11 +219,26 @@ def _entries(raw: list[Any]) -> list[Entry]:
     return out
 
 
+@dataclass(slots=True)
+class _Pending:
+    keys: tuple[str, str, str]
+    fields: str
+    future: asyncio.Future[str]
+
+
 class RedisHistory:
+    """Appends waiting at the same moment (several orders' events of one Kafka batch) go to Redis
+    in one script call: one round trip, and a reply to parse, for all of them instead of one per
+    event. A caller still awaits its own append, so one order's events stay in sequence. On Redis
+    Cluster a script's keys must share a slot, so there the batch is one call per slot, pipelined."""
+
     def __init__(self, client: RedisClient, *, size: int = HISTORY_SIZE, ttl: int = HISTORY_TTL_S) -> None:
         self._r = client
         self.size = size
         self.ttl = ttl
+        self._cluster = isinstance(client, RedisCluster)
+        self._pending: list[_Pending] = []
+        self._flushes: set[asyncio.Task[None]] = set()
 
     async def append(
         self, order_id: str, event: str, data: dict[str, Any], *, publish: bytes | None = None
@@ -205,26 +251,72 @@ class RedisHistory:
             channel = room_channel(order_room(order_id))
             before, _, after = publish.partition(b"\0")
             msg_head, msg_tail = before.decode(), after.decode()
-        off, epoch, appended = await self._r.eval(
-            _APPEND,
-            3,
-            meta_key(order_id),
-            stream_key(order_id),
-            ids_key(order_id),
-            new_epoch(),
-            self.size,
-            self.ttl,
-            channel,
-            event,
-            head,
-            sep,
-            dedup_id(data),
-            msg_head,
-            msg_tail,
+        loop = asyncio.get_running_loop()
+        pending = _Pending(
+            (meta_key(order_id), stream_key(order_id), ids_key(order_id)),
+            "\0".join((channel, event, head, sep, dedup_id(data), msg_head, msg_tail)),
+            loop.create_future(),
         )
-        position = Position(_text(epoch), int(off))
+        if not self._pending:
+            # Runs after every task that is ready in this loop iteration had its turn to add its append.
+            loop.call_soon(self._flush)
+        self._pending.append(pending)
+        off, epoch, appended = (await pending.future).split(",")
+        position = Position(epoch, int(off))
         stamped = {**data, "offset": position.offset, "epoch": position.epoch}
-        return position, stamped, bool(int(appended))
+        return position, stamped, appended == "1"
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            task = asyncio.ensure_future(self._run(batch))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    def _calls(self, batch: list[_Pending]) -> list[list[_Pending]]:
+        if not self._cluster:
+            return [batch[i : i + APPEND_BATCH] for i in range(0, len(batch), APPEND_BATCH)]
+        by_slot: dict[int, list[_Pending]] = {}
+        for pending in batch:
+            by_slot.setdefault(key_slot(pending.keys[0].encode()), []).append(pending)
+        return [
+            group[i : i + APPEND_BATCH]
+            for group in by_slot.values()
+            for i in range(0, len(group), APPEND_BATCH)
+        ]
+
+    def _script_args(self, call: list[_Pending]) -> list[Any]:
+        keys = [key for pending in call for key in pending.keys]
+        return [_APPEND, len(keys), *keys, self.size, self.ttl, new_epoch(), *(p.fields for p in call)]
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        calls = self._calls(batch)
+        try:
+            if len(calls) == 1:
+                results: list[Any] = [await self._r.eval(*self._script_args(calls[0]))]
+            else:
+                pipe = self._r.pipeline(transaction=False)
+                for call in calls:
+                    pipe.eval(*self._script_args(call))
+                results = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for call, result in zip(calls, results, strict=True):
+            replies = [] if isinstance(result, BaseException) else _text(result).split(";")
+            if not isinstance(result, BaseException) and len(replies) != len(call):
+                result = RuntimeError(f"history script answered {len(replies)} of {len(call)} appends")
+            for i, pending in enumerate(call):
+                if pending.future.done():
+                    continue  # its caller was cancelled
+                if isinstance(result, BaseException):
+                    pending.future.set_exception(result)
+                else:
+                    pending.future.set_result(replies[i])
 
     async def recover(self, order_id: str, client: Position) -> Recovery:
         epoch, seq, raw = await self._r.eval(

@@ -1,0 +1,312 @@
+"""The consumer's batches on the real broker and real Redis, in-process: orders run concurrently,
+each order in sequence; a failing effect holds its order and its partition's commit; the batched
+Redis calls (dedup claims, history appends) on a standalone Redis and on a Redis Cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from redis.asyncio.cluster import ClusterNode
+
+from realtime_gateway.fanout.emitter import order_room
+from realtime_gateway.ingest.consumer import KafkaIngest
+from realtime_gateway.ingest.dispatch import Dispatcher
+from realtime_gateway.ingest.envelope import build_envelope
+from realtime_gateway.ingest.kafka_config import KafkaConfig
+from realtime_gateway.ingest.stores import MemoryOfferStore, RedisDedupStore
+from realtime_gateway.ingest.topics import ensure_topics
+from realtime_gateway.recovery.history import Position, RedisHistory
+from realtime_gateway.state.keys import room_channel
+from tests.support.kafka_fixtures import unique_name
+from tests.support.kafka_server import KafkaBroker
+from tests.support.redis_server import RedisCluster, RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+class NoAccess:
+    async def record_created(self, order_id: str, customer_id: str) -> None: ...
+    async def record_assigned(self, order_id: str, porter_id: str) -> None: ...
+    async def expire(self, order_id: str) -> None: ...
+    async def get(self, order_id: str) -> None:
+        return None
+
+
+class SlowEmitter:
+    """Records each order's ``seq`` values; every emit yields to the loop a little, so concurrent
+    orders interleave; ``fail`` maps an eventId to how many times its emit raises first."""
+
+    def __init__(self) -> None:
+        self.seqs: dict[str, list[int]] = defaultdict(list)
+        self.fail: dict[str, int] = {}
+        self.failures = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    async def to_order(
+        self, order_id: str, event: str, data: dict[str, Any], *, skip_sid: str | None = None
+    ) -> None:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(random.uniform(0, 0.002))
+            if self.fail.get(data["eventId"], 0) > 0:
+                self.fail[data["eventId"]] -= 1
+                self.failures += 1
+                raise ConnectionError("redis went away")
+            self.seqs[order_id].append(int(data["seq"]))
+        finally:
+            self.in_flight -= 1
+
+    async def to_user(
+        self, user_id: str, event: str, data: dict[str, Any], *, skip_sid: str | None = None
+    ) -> None: ...
+
+    async def to_admins(self, event: str, data: dict[str, Any]) -> None: ...
+
+    def delivered(self) -> int:
+        return sum(len(v) for v in self.seqs.values())
+
+
+def config_for(broker: KafkaBroker, partitions: int) -> KafkaConfig:
+    suffix = unique_name("t")
+    return KafkaConfig(
+        bootstrap_servers=broker.bootstrap,
+        consumer_group=unique_name("g"),
+        topics={
+            k: f"{k}-{suffix}" for k in ("orderEvents", "porterEvents", "notificationEvents", "chatEvents")
+        },
+        auto_create_topics=True,
+        topic_partitions=partitions,
+        auto_offset_reset="earliest",
+    )
+
+
+def status(order_id: str, seq: int) -> tuple[str, bytes]:
+    event_id = f"{order_id}-{seq}"
+    env = build_envelope(
+        "order.status_changed", {"orderId": order_id, "status": "moving", "seq": seq}, event_id=event_id
+    )
+    return event_id, orjson.dumps(env)
+
+
+async def produce_interleaved(
+    broker: KafkaBroker, topic: str, orders: list[str], per_order: int
+) -> dict[str, tuple[TopicPartition, int]]:
+    """Every order's events 0..per_order-1, orders interleaved; returns each event's partition and offset."""
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    where: dict[str, tuple[TopicPartition, int]] = {}
+    try:
+        futures = []
+        for seq in range(per_order):
+            for order_id in orders:
+                event_id, value = status(order_id, seq)
+                futures.append((event_id, await producer.send(topic, value, key=order_id.encode())))
+        for event_id, fut in futures:
+            meta = await fut
+            where[event_id] = (TopicPartition(meta.topic, meta.partition), meta.offset)
+    finally:
+        await producer.stop()
+    return where
+
+
+async def committed(broker: KafkaBroker, group: str) -> dict[TopicPartition, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in offsets.items()}
+
+
+async def until(check: Any, what: str, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def test_orders_run_concurrently_and_each_order_in_produce_order(
+    kafka_broker: KafkaBroker, redis_client: aioredis.Redis
+) -> None:
+    config = config_for(kafka_broker, partitions=3)
+    await ensure_topics(config)
+    orders = [f"ord{i}" for i in range(12)]
+    per_order = 25
+    # Produced before the consumer starts, so its first fetches are whole batches.
+    await produce_interleaved(kafka_broker, config.topic("orderEvents"), orders, per_order)
+    emitter = SlowEmitter()
+    dispatcher = Dispatcher(emitter, NoAccess(), MemoryOfferStore(), RedisDedupStore(redis_client))
+    ingest = KafkaIngest(config, dispatcher, health_interval_s=0.5)
+    ingest.start()
+    try:
+
+        async def all_delivered() -> bool:
+            return emitter.delivered() >= len(orders) * per_order
+
+        await until(all_delivered, "every event delivered")
+
+        async def all_committed() -> bool:
+            offsets = await committed(kafka_broker, config.consumer_group)
+            return sum(offsets.values()) == len(orders) * per_order
+
+        await until(all_committed, "every offset committed")
+    finally:
+        await ingest.stop()
+    for order_id in orders:
+        assert emitter.seqs[order_id] == list(range(per_order)), order_id
+    assert emitter.max_in_flight > 1, "orders of one batch were not handled concurrently"
+    assert dispatcher.stats.by_outcome["delivered"] == len(orders) * per_order
+
+
+async def test_a_failing_event_holds_its_order_and_its_partition_commit(
+    kafka_broker: KafkaBroker, redis_client: aioredis.Redis
+) -> None:
+    config = config_for(kafka_broker, partitions=2)
+    await ensure_topics(config)
+    orders = [f"hold{i}" for i in range(6)]
+    per_order = 6
+    emitter = SlowEmitter()
+    stuck_id = "hold0-2"
+    emitter.fail[stuck_id] = 1_000_000  # until released below
+    where = await produce_interleaved(kafka_broker, config.topic("orderEvents"), orders, per_order)
+    dispatcher = Dispatcher(emitter, NoAccess(), MemoryOfferStore(), RedisDedupStore(redis_client))
+    ingest = KafkaIngest(config, dispatcher, health_interval_s=0.5)
+    ingest.start()
+    try:
+
+        async def retried() -> bool:
+            return emitter.failures >= 4  # retried with backoff for about a second by now
+
+        await until(retried, "the stuck event to be retried")
+        # Held: the order's later events wait, and its partition's committed offset stays at or
+        # before the undelivered record (at least once), while the retries go on.
+        assert emitter.seqs["hold0"] == [0, 1]
+        stuck_partition, stuck_offset = where[stuck_id]
+        offsets = await committed(kafka_broker, config.consumer_group)
+        assert offsets.get(stuck_partition, 0) <= stuck_offset, (offsets, stuck_offset)
+        emitter.fail[stuck_id] = 0
+
+        async def all_delivered() -> bool:
+            return emitter.delivered() >= len(orders) * per_order
+
+        await until(all_delivered, "every event after the release")
+
+        async def all_committed() -> bool:
+            offsets = await committed(kafka_broker, config.consumer_group)
+            return sum(offsets.values()) == len(orders) * per_order
+
+        await until(all_committed, "every offset committed")
+    finally:
+        await ingest.stop()
+    for order_id in orders:
+        assert emitter.seqs[order_id] == list(range(per_order)), order_id
+
+
+# --- the batched Redis calls --------------------------------------------------------------------
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+async def any_redis(
+    request: pytest.FixtureRequest, redis_server: RedisServer, redis_cluster: RedisCluster
+) -> AsyncIterator[Any]:
+    client: Any
+    if request.param == "standalone":
+        with redis_server.client() as r:
+            r.flushall()
+        client = aioredis.from_url(redis_server.url)
+    else:
+        redis_cluster.flushall()
+        client = aioredis.RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in redis_cluster.startup_nodes]
+        )
+    yield client
+    await client.aclose()
+
+
+async def test_dedup_claims_a_batch_at_once(any_redis: Any) -> None:
+    dedup = RedisDedupStore(any_redis)
+    assert await dedup.claim_many(["c"]) == [True]
+    # A repeat inside the batch is claimed by its first occurrence only.
+    assert await dedup.claim_many(["a", "b", "a", "c", "d"]) == [True, True, False, False, True]
+    assert 0 < await any_redis.ttl("event:seen:a") <= 24 * 3600
+    await dedup.forget_many(["a", "b"])
+    assert await dedup.claim_many(["a", "b", "d"]) == [True, True, False]
+
+
+async def test_concurrent_history_appends_keep_each_room_in_order(any_redis: Any) -> None:
+    history = RedisHistory(any_redis)
+    rooms = [f"r{i}" for i in range(8)]
+    # Issued in one loop turn, interleaved across rooms: one script call (one per slot on Cluster).
+    calls = [(room, seq) for seq in range(5) for room in rooms]
+    results = await asyncio.gather(
+        *(
+            history.append(room, "order:status", {"eventId": f"{room}-{seq}", "seq": seq})
+            for room, seq in calls
+        )
+    )
+    epochs = {}
+    for (room, seq), (position, stamped, appended) in zip(calls, results, strict=True):
+        assert appended
+        assert position.offset == seq + 1
+        assert stamped == {"eventId": f"{room}-{seq}", "seq": seq, "offset": seq + 1, "epoch": position.epoch}
+        epochs.setdefault(room, position.epoch)
+        assert epochs[room] == position.epoch
+    # A redelivered event is not appended again and keeps its offset.
+    position, _, appended = await history.append("r3", "order:status", {"eventId": "r3-2", "seq": 2})
+    assert (position.offset, appended) == (3, False)
+    for room in rooms:
+        recovery = await history.recover(room, Position(epochs[room], 0))
+        assert recovery.recovered
+        assert [e.data["seq"] for e in recovery.events] == [0, 1, 2, 3, 4]
+
+
+async def test_history_publishes_each_rooms_events_in_offset_order(redis_client: aioredis.Redis) -> None:
+    history = RedisHistory(redis_client)
+    rooms = ["p1", "p2", "p3"]
+    pubsub = redis_client.pubsub()
+    channels = {room_channel(order_room(r)): r for r in rooms}
+    await pubsub.ssubscribe(*channels)
+    try:
+        await asyncio.gather(
+            *(
+                history.append(
+                    room, "order:status", {"eventId": f"{room}-{seq}", "seq": seq}, publish=b"<\0>"
+                )
+                for seq in range(4)
+                for room in rooms
+            )
+        )
+        got: dict[str, list[int]] = defaultdict(list)
+        deadline = time.monotonic() + 10
+        while sum(len(v) for v in got.values()) < 12:
+            assert time.monotonic() < deadline, f"published messages missing: {dict(got)}"
+            message = await pubsub.get_message(timeout=1.0)
+            if message is None or message["type"] != "smessage":
+                continue
+            body = message["data"]
+            assert body.startswith(b"<") and body.endswith(b">")
+            data = orjson.loads(body[1:-1])
+            got[channels[message["channel"].decode()]].append(data["offset"])
+    finally:
+        await pubsub.aclose()
+    assert all(got[r] == [1, 2, 3, 4] for r in rooms), dict(got)
