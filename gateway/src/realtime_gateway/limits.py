@@ -18,12 +18,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import WSCloseCode, WSMsgType, web
-from aiohttp.typedefs import Middleware
 
 from realtime_contract import NAMESPACE_ROLES
 
@@ -210,24 +209,26 @@ def install_transport_guard(sio: Any, on_oversize: Callable[[], None]) -> LiveWe
     return live
 
 
-def payload_guard_middleware(
-    max_bytes: int, on_oversize: Callable[[], None], path_prefix: str = "/socket.io"
-) -> Middleware:
-    """Count long-polling POSTs whose body exceeds the limit (Engine.IO then ends the session)."""
+def install_payload_guard(
+    app: web.Application, max_bytes: int, on_oversize: Callable[[], None], path_prefix: str = "/socket.io"
+) -> None:
+    """Count long-polling POSTs whose body exceeds the limit (Engine.IO answers 400, the session ends).
 
-    @web.middleware
-    async def middleware(
-        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
+    A response-prepare hook rather than a middleware: an app without middlewares skips aiohttp's
+    middleware chain, whose coroutine frames a WebSocket request otherwise keeps alive for the
+    socket's whole life (about 1 KB per idle connection). Every such POST gets a response, so
+    counting it there counts it once.
+    """
+
+    async def on_prepare(request: web.BaseRequest, response: web.StreamResponse) -> None:
         if (
             request.method == "POST"
-            and request.path.startswith(path_prefix)
             and (request.content_length or 0) > max_bytes
+            and request.path.startswith(path_prefix)
         ):
             on_oversize()
-        return await handler(request)
 
-    return middleware
+    app.on_response_prepare.append(on_prepare)
 
 
 # --- handshake timeout ----------------------------------------------------------------------------

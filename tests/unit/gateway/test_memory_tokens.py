@@ -1,4 +1,4 @@
-"""The embedded mode's reconnect-token store: expired tokens are swept amortised, never per issue."""
+"""The embedded mode's reconnect tokens (expired ones swept amortised, never per issue) and sessions."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from realtime_gateway.state.base import ReconnectGrant
-from realtime_gateway.state.memory import SWEEP_MIN_TOKENS, MemoryReconnectTokenStore
+from realtime_gateway.state.base import ReconnectGrant, SocketRecord
+from realtime_gateway.state.memory import SWEEP_MIN_TOKENS, MemoryReconnectTokenStore, MemorySessionStore
 
 pytestmark = pytest.mark.unit
 
@@ -64,3 +64,52 @@ async def test_expired_tokens_are_dropped_when_the_map_grows() -> None:
     assert len(store) == 1
     assert await store.consume(live, "/client") is not None
     assert store.sweep() == 0
+
+
+async def test_orders_follow_the_token_from_none_to_many() -> None:
+    store = MemoryReconnectTokenStore()
+    token = await store.issue(grant(3600), 60)
+    store.remove_order(token, "o0")  # nothing held yet: no error
+    store.add_order(token, "o1")
+    store.add_order(token, "o2")
+    store.remove_order(token, "o1")
+    store.extend(token, 120)
+    restored = await store.consume(token, "/client")
+    assert restored is not None and restored.orders == frozenset({"o2"})
+    carried = ReconnectGrant("u1", "customer", "/client", time.time() + 3600, frozenset({"o3"}))
+    again = await store.issue(carried, 60)
+    store.add_order(again, "o4")
+    restored = await store.consume(again, "/client")
+    assert restored is not None and restored.orders == frozenset({"o3", "o4"})
+    plain = await store.issue(grant(3600), 60)
+    restored = await store.consume(plain, "/client")
+    assert restored is not None and restored.orders == frozenset()
+
+
+async def test_sessions_of_a_user_across_devices() -> None:
+    sessions = MemorySessionStore(MemoryReconnectTokenStore())
+
+    def record(sid: str, user: str = "u1") -> SocketRecord:
+        return SocketRecord(sid, user, "customer", "/client", "gw-1")
+
+    assert await sessions.sockets_of_user("u1") == set()
+    await sessions.register(record("s1"))
+    await sessions.register(record("s1"))  # registered twice: still one socket
+    assert await sessions.sockets_of_user("u1") == {"s1"}
+    await sessions.register(record("s2"))
+    await sessions.register(record("s3"))
+    await sessions.register(record("x1", "u2"))
+    assert await sessions.sockets_of_user("u1") == {"s1", "s2", "s3"}
+    found = await sessions.sockets_of_user("u1")
+    found.clear()  # a copy: the store is unaffected
+    assert await sessions.sockets_of_user("u1") == {"s1", "s2", "s3"}
+    await sessions.unregister("s1", "u1")
+    await sessions.unregister("s3", "u1")
+    assert await sessions.sockets_of_user("u1") == {"s2"}
+    await sessions.unregister("nope", "u1")
+    await sessions.unregister("s2", "u1")
+    await sessions.unregister("s2", "u1")
+    assert await sessions.sockets_of_user("u1") == set()
+    assert await sessions.sockets_of_user("u2") == {"x1"}
+    assert (await sessions.get_socket("x1")) == record("x1", "u2")
+    assert await sessions.get_socket("s2") is None

@@ -27,8 +27,8 @@ from realtime_gateway.limits import (
     HandshakeWatchdog,
     LiveWebSockets,
     ProtectionConfig,
+    install_payload_guard,
     install_transport_guard,
-    payload_guard_middleware,
 )
 from realtime_gateway.observability.logs import correlation
 from realtime_gateway.observability.metrics import GatewayMetrics
@@ -242,7 +242,7 @@ def install_operations(gateway: Gateway, app: web.Application) -> Operations:
         metrics.refused("PAYLOAD_TOO_LARGE")
 
     websockets = install_transport_guard(gateway.sio, oversize)
-    app.middlewares.append(payload_guard_middleware(config.max_payload_bytes, oversize))
+    install_payload_guard(app, config.max_payload_bytes, oversize)
     ops = Operations(metrics, tracing, limiter, gate, watchdog, websockets, settings.drain_seconds)
     app[OPERATIONS_KEY] = ops
 
@@ -253,20 +253,18 @@ def install_operations(gateway: Gateway, app: web.Application) -> Operations:
         if refusal is not None:
             raise AuthError(ConnectCode(refusal.code), refusal.message)
 
-    # Events: the user's token bucket for the event's class, then the subscription cap.
-    async def rate_limit(conn: Conn, event: str, data: Any) -> dict[str, Any] | None:
+    # Events: the user's token bucket for the event's class, then the subscription cap. One guard
+    # for both: each guard is a coroutine created and awaited for every event.
+    async def protect(conn: Conn, event: str, data: Any) -> dict[str, Any] | None:
         event_class = classify(event)
         decision = await limiter.hit(conn.claims.user_id, event_class)
-        if decision.allowed:
-            return None
-        metrics.rate_limit(event_class)
-        return err(
-            ErrorCode.RATE_LIMITED,
-            f"too many {event_class} events, retry later",
-            retryAfterMs=decision.retry_after_ms,
-        )
-
-    async def subscription_cap(conn: Conn, event: str, data: Any) -> dict[str, Any] | None:
+        if not decision.allowed:
+            metrics.rate_limit(event_class)
+            return err(
+                ErrorCode.RATE_LIMITED,
+                f"too many {event_class} events, retry later",
+                retryAfterMs=decision.retry_after_ms,
+            )
         if event != "order:subscribe":
             return None
         order_id = data.get("orderId") if isinstance(data, dict) else None
@@ -277,7 +275,7 @@ def install_operations(gateway: Gateway, app: web.Application) -> Operations:
         return err(LIMIT_EXCEEDED, f"at most {config.max_subscriptions} subscriptions per socket")
 
     handlers.connect_guards.insert(0, admission)
-    handlers.event_guards[:0] = [rate_limit, subscription_cap]
+    handlers.event_guards.insert(0, protect)
     handlers.observers.append(MetricsObserver(ops))
 
     # python-socketio tells the disconnect handler why (client, ping timeout, transport close…);

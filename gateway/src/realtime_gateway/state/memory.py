@@ -48,22 +48,40 @@ class MemorySessionStore:
     def __init__(self, tokens: MemoryReconnectTokenStore) -> None:
         self._tokens = tokens
         self._sockets: dict[str, SocketRecord] = {}
-        self._users: dict[str, set[str]] = {}
+        # user -> their socket id, or a set of them once they have several devices: most users
+        # have one socket, and an empty set alone is ~200 bytes per connection.
+        self._users: dict[str, str | set[str]] = {}
 
     async def register(self, record: SocketRecord) -> None:
         self._sockets[record.sid] = record
-        self._users.setdefault(record.user_id, set()).add(record.sid)
+        held = self._users.get(record.user_id)
+        if held is None or held == record.sid:
+            self._users[record.user_id] = record.sid
+        elif isinstance(held, str):
+            self._users[record.user_id] = {held, record.sid}
+        else:
+            held.add(record.sid)
 
     async def unregister(self, sid: str, user_id: str) -> None:
         self._sockets.pop(sid, None)
-        sids = self._users.get(user_id)
-        if sids is not None:
-            sids.discard(sid)
-            if not sids:
+        held = self._users.get(user_id)
+        if held is None:
+            return
+        if isinstance(held, str):
+            if held == sid:
                 del self._users[user_id]
+            return
+        held.discard(sid)
+        if len(held) == 1:
+            self._users[user_id] = next(iter(held))
+        elif not held:
+            del self._users[user_id]
 
     async def sockets_of_user(self, user_id: str) -> set[str]:
-        return set(self._users.get(user_id, ()))
+        held = self._users.get(user_id)
+        if held is None:
+            return set()
+        return {held} if isinstance(held, str) else set(held)
 
     async def refresh(self, sockets: Iterable[LiveSocket]) -> None:
         for live in sockets:
@@ -109,8 +127,9 @@ SWEEP_MIN_TOKENS = 1024
 
 class MemoryReconnectTokenStore:
     def __init__(self) -> None:
-        # token -> (deadline, grant, orders)
-        self._tokens: dict[str, tuple[float, ReconnectGrant, set[str]]] = {}
+        # token -> (deadline, grant, orders); orders stays None until the socket subscribes (an
+        # empty set per idle connection is ~200 bytes).
+        self._tokens: dict[str, tuple[float, ReconnectGrant, set[str] | None]] = {}
         self._sweep_at = SWEEP_MIN_TOKENS
 
     def __len__(self) -> int:
@@ -121,7 +140,7 @@ class MemoryReconnectTokenStore:
             self.sweep()
         token = secrets.token_urlsafe(32)
         deadline = min(time.time() + ttl, grant.expires_at)
-        self._tokens[token] = (deadline, grant, set(grant.orders))
+        self._tokens[token] = (deadline, grant, set(grant.orders) if grant.orders else None)
         return token
 
     async def consume(self, token: str, namespace: str) -> ReconnectGrant | None:
@@ -133,7 +152,9 @@ class MemoryReconnectTokenStore:
             return entry[1]
         del self._tokens[token]
         _, grant, orders = entry
-        return ReconnectGrant(grant.user_id, grant.role, grant.namespace, grant.expires_at, frozenset(orders))
+        return ReconnectGrant(
+            grant.user_id, grant.role, grant.namespace, grant.expires_at, frozenset(orders or ())
+        )
 
     def extend(self, token: str, ttl: int) -> None:
         entry = self._tokens.get(token)
@@ -143,12 +164,16 @@ class MemoryReconnectTokenStore:
 
     def add_order(self, token: str, order_id: str) -> None:
         entry = self._tokens.get(token)
-        if entry is not None:
+        if entry is None:
+            return
+        if entry[2] is None:
+            self._tokens[token] = (entry[0], entry[1], {order_id})
+        else:
             entry[2].add(order_id)
 
     def remove_order(self, token: str, order_id: str) -> None:
         entry = self._tokens.get(token)
-        if entry is not None:
+        if entry is not None and entry[2] is not None:
             entry[2].discard(order_id)
 
     def sweep(self) -> int:
