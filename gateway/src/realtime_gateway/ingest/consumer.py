@@ -49,6 +49,8 @@ MAX_BATCH_RECORDS: Final = 500
 # a partition whose records were just consumed is not fetched again (aiokafka fetches per broker);
 # each held fetch costs one request, ~20 a second when idle.
 FETCH_MAX_WAIT_MS: Final = 50
+# How long ``stop`` lets the batch in hand finish before cancelling it.
+STOP_GRACE_S: Final = 5.0
 
 
 def _transient(exc: BaseException) -> bool:
@@ -102,6 +104,9 @@ class KafkaIngest:
         self._committer: asyncio.Task[None] | None = None
         # Outcomes of the batch in hand, per (topic, result), recorded when it is done.
         self._counts: Counter[tuple[str, str]] = Counter()
+        # Clear while a batch is being delivered.
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.errors = 0
 
     @property
@@ -116,6 +121,11 @@ class KafkaIngest:
 
     async def stop(self) -> None:
         self._stopping = True
+        # The batch in hand is finished first (bounded): cancelling it halfway would leave events
+        # claimed but undelivered, and redeliveries dropped as duplicates.
+        if self._tasks and not self._idle.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), STOP_GRACE_S)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -204,10 +214,16 @@ class KafkaIngest:
             try:
                 batch = await consumer.getmany(timeout_ms=500, max_records=MAX_BATCH_RECORDS)
                 if batch:
-                    await self._process_batch(batch)
+                    self._idle.clear()
+                    try:
+                        await self._process_batch(batch)
+                    finally:
+                        self._idle.set()
                     for tp, records in batch.items():
                         self._to_commit[tp] = records[-1].offset + 1
                     self._schedule_commit()
+                    if self._stopping:
+                        return
                 delay = 0.2
             except Exception as exc:
                 # aiokafka reconnects by itself; back off so a dead broker does not spin the loop.
@@ -366,6 +382,9 @@ class KafkaIngest:
                 ):
                     outcome = await self._dispatcher.apply_claimed(item.event)
             except asyncio.CancelledError:
+                # Stopping: the later events were claimed but not applied; give their claims back
+                # so whoever reads them next applies them (apply_claimed released this one's).
+                await self._dispatcher.release([later.event for later in group[i + 1 :]])
                 raise
             except Exception as exc:
                 item.error = exc

@@ -5,6 +5,8 @@ The Kafka consumer and ``POST /api/events`` both end here, so embedded mode and 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -98,6 +100,14 @@ class Dispatcher:
         if to_claim:
             try:
                 fresh = await self._dedup.claim_many([events[i].event_id for i in to_claim])
+            except asyncio.CancelledError:
+                # Stopping with the claims' fate unknown: give them back (best effort), so a
+                # redelivery elsewhere is applied rather than dropped.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        self._dedup.forget_many([events[i].event_id for i in to_claim]), 2.0
+                    )
+                raise
             except BaseException:
                 # A claim whose answer was lost (Redis dropped the connection after the SET) may
                 # exist, so the retry in this process applies the event instead of dropping it.
