@@ -19,6 +19,8 @@ buffering without bound.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import struct
 import time
@@ -60,6 +62,7 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
     switched to this class on the Engine.IO connect event (``adopt``), before their transport runs."""
 
     # python-engineio's own state (untyped there).
+    queue: Any
     last_ping: float | None
     connected: bool
     closing: bool
@@ -110,13 +113,13 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
         if transport is not None:
             transport.abort()  # the reader sees the connection end and runs the disconnect
 
-    # --- ping from a timer instead of a task per cycle ---------------------------------------------
+    # --- pings from one scheduler per server instead of a task per socket and cycle ----------------
     def schedule_ping(self) -> None:
         if self.last_ping:
             self.last_ping = None
-            asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping_due)
+            _Pinger.of(self.server).add(self)
 
-    def _ping_due(self) -> None:
+    def ping_due(self) -> None:
         if self.closing or self.closed:
             return
         self.last_ping = time.time()
@@ -155,10 +158,12 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
         self._ws_response = response
         self._writer = writer
         self._transport = writer.transport
-        # What was queued before the connection existed (the OPEN packet) goes first.
-        while not self.queue.empty():
-            pkt = self.queue.get_nowait()
-            self.queue.task_done()
+        # What was queued before the connection existed (the OPEN packet) goes first; then the
+        # queue (four deques, ~3 KB) is dropped for good.
+        queued = self.queue
+        self.queue = NO_QUEUE
+        while not queued.empty():
+            pkt = queued.get_nowait()
             if pkt is not None:
                 await self.send(pkt)
         handle_message = self.server.handlers.get("message")
@@ -194,3 +199,75 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
 
 
 _closing: set[asyncio.Future[Any]] = set()
+
+
+class _Pinger:
+    """Sends each socket's next PING ``ping_interval`` after its last PONG (Engine.IO's rule),
+    from one task per server and a heap of due times: an idle socket costs a heap entry, not a
+    task or timer handle."""
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+        self._due: list[tuple[float, int, DirectSocket]] = []
+        self._seq = itertools.count()
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, server: Any) -> _Pinger:
+        pinger: _Pinger | None = getattr(server, "_direct_pinger", None)
+        if pinger is None:
+            pinger = server._direct_pinger = cls(server)
+        return pinger
+
+    def add(self, sock: DirectSocket) -> None:
+        loop = asyncio.get_running_loop()
+        heapq.heappush(self._due, (loop.time() + self._server.ping_interval, next(self._seq), sock))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run(), name="engineio-pings")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = self._due
+        while due:
+            wait = due[0][0] - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            sock = heapq.heappop(due)[2]
+            try:
+                sock.ping_due()
+            except Exception:
+                log.debug("ping of %s failed", sock.sid, exc_info=True)
+
+
+class _NoQueue:
+    """Stands in for the Engine.IO queue of a socket that writes directly. Only a socket whose
+    connection already ended can reach it (a send racing the close): like the stock writer after
+    the end, it drops the packet."""
+
+    async def put(self, item: Any) -> None:
+        return None
+
+    def put_nowait(self, item: Any) -> None:
+        return None
+
+    async def get(self) -> Any:
+        raise TimeoutError  # Engine.IO's poll() reads this as "nothing to send"
+
+    def get_nowait(self) -> Any:
+        raise asyncio.QueueEmpty
+
+    def empty(self) -> bool:
+        return True
+
+    def qsize(self) -> int:
+        return 0
+
+    def task_done(self) -> None:
+        return None
+
+    async def join(self) -> None:
+        return None
+
+
+NO_QUEUE: Final = _NoQueue()
