@@ -133,3 +133,43 @@ async def test_malformed_headers() -> None:
     # A header with padding characters is what some issuers send: still verified, not refused.
     padded = f"{head}{'=' * (-len(head) % 4)}.{rest}"
     assert await code_of(v, padded) == "ok:u1:porter"
+
+
+def test_segment_checks_match_pyjwt() -> None:
+    """The regex-based segment decoder accepts and refuses exactly what PyJWT's own does."""
+    import random
+
+    from jwt import PyJWS
+    from jwt.exceptions import DecodeError
+
+    from realtime_gateway.auth.verifier import SegmentCheckingJWS
+
+    def outcome(fn: Any, segment: bytes) -> bytes | str:
+        try:
+            return bytes(fn(segment, "payload"))
+        except DecodeError as exc:
+            return f"error: {exc}"
+
+    rng = random.Random(8)
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    odd = b"=+/!. \n\x00\xff"
+    segments = [b"", b"=", b"==", b"===", b"A", b"AA", b"AA=", b"AA==", b"AAA=", b"AB==", b"QQ", b"QR"]
+    for _ in range(4000):
+        n = rng.randrange(0, 24)
+        chars = alphabet if rng.random() < 0.7 else alphabet + odd
+        segments.append(bytes(rng.choice(chars) for _ in range(n)) + b"=" * rng.choice((0, 0, 1, 2, 3)))
+    for raw in (b"", b"x", b"hello world", bytes(range(40))):  # canonical encodings, padded and not
+        encoded = base64_urlsafe(raw)
+        segments += [encoded, encoded.rstrip(b"=")]
+    accepted = 0
+    for segment in segments:
+        ours = outcome(SegmentCheckingJWS._decode_base64url_segment, segment)
+        assert ours == outcome(PyJWS._decode_base64url_segment, segment), segment
+        accepted += isinstance(ours, bytes)
+    assert accepted > 500  # the comparison covered both outcomes
+
+
+def base64_urlsafe(raw: bytes) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64encode(raw)
