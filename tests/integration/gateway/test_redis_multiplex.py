@@ -18,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from realtime_gateway.fanout.bus import RedisShardedBus
 from realtime_gateway.ratelimit import RateRule, RedisRateLimiter
 from realtime_gateway.settings import parse_redis_url
-from realtime_gateway.state import keys
+from realtime_gateway.state import keys, multiplex
 from realtime_gateway.state.connect import open_redis
 from realtime_gateway.state.multiplex import Multiplexer, Subscriber, fast_for
 from realtime_gateway.state.redis_store import RedisLocationStore, RedisOrderAccessStore
@@ -224,3 +224,49 @@ async def test_rate_limit_fast_path_fails_open_when_redis_is_gone(redis_fresh: R
     finally:
         await m.aclose()
         await plain.aclose()
+
+
+async def test_read_ahead_is_taken_once_and_only_while_fresh(
+    mux: Multiplexer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await mux.execute("SADD", "s", "a", "b")
+    assert mux.take("SMEMBERS", "s") is None  # nothing sent ahead
+    mux.read_ahead("SMEMBERS", "s")
+    ahead = mux.take("SMEMBERS", "s")
+    assert ahead is not None and sorted(await ahead) == [b"a", b"b"]
+    assert mux.take("SMEMBERS", "s") is None  # handed out once
+    monkeypatch.setattr(multiplex, "READ_AHEAD_TTL_S", 0.05)
+    mux.read_ahead("SMEMBERS", "s")
+    await asyncio.sleep(0.1)  # the property under test is the age limit itself
+    assert mux.take("SMEMBERS", "s") is None
+
+
+async def test_location_update_path_reads_the_orders_with_the_rate_limit_check(redis_url: str) -> None:
+    """limiter.hit (location) sends SMEMBERS porter:orders ahead; put takes it and does not wait
+    for its SET; the store's get, on the same connection, sees the new location."""
+    handles = open_redis("standalone", parse_redis_url(redis_url))
+    try:
+        assert handles.fast is not None
+        orders = RedisOrderAccessStore(handles.commands)
+        await orders.record_created("o1", "c1")
+        await orders.record_assigned("o1", "p1")
+        limiter = RedisRateLimiter(handles.commands, {"location": RateRule(100, 60.0)})
+        store = RedisLocationStore(handles.commands, fast=handles.fast)
+        await handles.fast.execute("PING")  # connected: before that nothing can be sent ahead
+        for i in range(3):
+            assert (await limiter.hit("p1", "location")).allowed
+            before = handles.fast.writes
+            location = {"porterId": "p1", "lat": 1.0, "lng": float(i), "timestamp": i}
+            assert await store.put("p1", location) == {"o1"}
+            assert handles.fast.take("SMEMBERS", keys.porter_orders("p1")) is None  # consumed
+            assert handles.fast.writes == before  # no round trip of its own
+            assert await store.get("p1") == location
+        # A newly assigned order is seen by the next update (the read is per update, not cached).
+        await orders.record_assigned("o2", "p1")
+        assert (await limiter.hit("p1", "location")).allowed
+        assert await store.put("p1", location) == {"o1", "o2"}
+        # Other classes send nothing ahead.
+        assert (await limiter.hit("p1", "general")).allowed
+        assert handles.fast.take("SMEMBERS", keys.porter_orders("p1")) is None
+    finally:
+        await handles.aclose()

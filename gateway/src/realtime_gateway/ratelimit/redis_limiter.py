@@ -15,6 +15,7 @@ from typing import Any, Final
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
+from realtime_gateway.state.keys import porter_orders
 from realtime_gateway.state.multiplex import Multiplexer, fast_for
 
 from .bucket import DEFAULT_RULES, EventClass, RateDecision, RateRule
@@ -59,6 +60,11 @@ class RedisRateLimiter:
         rule = self.rule(event_class)
         try:
             if self._fast is not None:
+                if event_class == "location":
+                    # A location update's next step reads the porter's orders (RedisLocationStore.put,
+                    # the key is the porter's user id): send that read with this check, one round
+                    # trip for both. A read only; nothing changes if the check refuses.
+                    self._fast.read_ahead("SMEMBERS", porter_orders(key))
                 allowed, retry_ms, remaining = await self._run_fast(
                     bucket_key(event_class, key), rule.points, rule.window_s * 1000.0, cost
                 )

@@ -40,6 +40,9 @@ READ_SIZE: Final = 1 << 16
 STALL_TIMEOUT_S: Final = 5.0
 # After a failed connect, calls fail at once for this long instead of each trying again.
 CONNECT_BACKOFF_S: Final = 0.2
+# A read sent ahead is handed out only this soon after it was sent (else read again).
+READ_AHEAD_TTL_S: Final = 0.5
+READ_AHEAD_MAX: Final = 10_000
 
 
 async def _open(pool: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -87,6 +90,7 @@ class Multiplexer:
         self.on_command: Callable[[str], None] | None = None
         self.connects = 0
         self.writes = 0  # socket writes: fewer than commands when a tick coalesced several
+        self._ahead: dict[tuple[Any, ...], tuple[float, asyncio.Future[Any]]] = {}
 
     # --- calls -------------------------------------------------------------------------------
     async def execute(self, *args: Any) -> Any:
@@ -117,6 +121,35 @@ class Multiplexer:
                 if fut.done() and not fut.cancelled():
                     fut.exception()
             raise
+
+    def send(self, *args: Any) -> asyncio.Future[Any] | None:
+        """Queue a command without waiting for it; the future gets the reply (an error reply as
+        an exception instance). None when not connected (the caller takes its slower path)."""
+        if self._writer is None:
+            return None
+        fut = self._queue(pack_command(*args))
+        if self.on_command is not None:
+            self.on_command(str(args[0]).lower())
+        fut.add_done_callback(_retrieve)
+        return fut
+
+    def read_ahead(self, *args: Any) -> None:
+        """Send a read now for a caller that will ``take`` the same command a moment later, so
+        the read shares a round trip with what the current caller waits for."""
+        fut = self.send(*args)
+        if fut is None:
+            return
+        now = time.monotonic()
+        if len(self._ahead) >= READ_AHEAD_MAX:
+            self._ahead = {k: v for k, v in self._ahead.items() if now - v[0] < READ_AHEAD_TTL_S}
+        self._ahead[args] = (now, fut)
+
+    def take(self, *args: Any) -> asyncio.Future[Any] | None:
+        """The reply future of a fresh ``read_ahead`` of exactly this command, or None."""
+        entry = self._ahead.pop(args, None)
+        if entry is None or time.monotonic() - entry[0] > READ_AHEAD_TTL_S:
+            return None
+        return entry[1]
 
     def _queue(self, packed: bytes) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -208,6 +241,7 @@ class Multiplexer:
         if task is not None and task is not asyncio.current_task():
             task.cancel()
         self._out.clear()
+        self._ahead.clear()
         pending, self._pending = self._pending, deque()
         for fut in pending:
             if not fut.done():
@@ -224,6 +258,12 @@ class Multiplexer:
         for handle in (self._flush_handle, self._watch_handle):
             if handle is not None:
                 handle.cancel()
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a fire-and-forget command's failure as seen (no "exception never retrieved")."""
+    if not fut.cancelled() and fut.exception() is not None:
+        log.debug("redis command without a waiting caller failed: %r", fut.exception())
 
 
 MessageCallback = Callable[[bytes], Awaitable[None]]

@@ -224,17 +224,28 @@ class RedisLocationStore:
     ) -> None:
         self._r = client
         self._ttl = ttl
-        # Standalone / Sentinel: the auto-pipelined connection (the two commands of every update
-        # in one loop tick share a write); Cluster: a redis-py pipeline.
+        # Standalone / Sentinel: the auto-pipelined connection (state/multiplex.py); Cluster: a
+        # redis-py pipeline.
         self._fast = fast
 
     async def put(self, porter_id: str, location: dict[str, Any]) -> set[str]:
         # One round trip: the write and the lookup of the porter's orders.
         if self._fast is not None:
+            # The location rate-limit check of this update already sent the SMEMBERS (see
+            # ratelimit/redis_limiter.py): no round trip of our own. The SET is not waited for;
+            # it leaves with the update's SPUBLISH, and this connection's later reads see it.
+            lkey, okey = keys.porter_location(porter_id), keys.porter_orders(porter_id)
+            ahead = self._fast.take("SMEMBERS", okey)
+            if ahead is not None:
+                self._fast.send("SET", lkey, orjson.dumps(location), "EX", self._ttl)
+                members = await ahead
+                if isinstance(members, Exception):
+                    raise members
+                return {o.decode() for o in members}
             stored, orders = await self._fast.execute_many(
                 (
-                    ("SET", keys.porter_location(porter_id), orjson.dumps(location), "EX", self._ttl),
-                    ("SMEMBERS", keys.porter_orders(porter_id)),
+                    ("SET", lkey, orjson.dumps(location), "EX", self._ttl),
+                    ("SMEMBERS", okey),
                 )
             )
             for reply in (stored, orders):
@@ -248,7 +259,11 @@ class RedisLocationStore:
         return set(orders)
 
     async def get(self, porter_id: str) -> dict[str, Any] | None:
-        raw = await self._r.get(keys.porter_location(porter_id))
+        # On the fast connection when there is one: it sees the SETs ``put`` did not wait for.
+        if self._fast is not None:
+            raw = await self._fast.execute("GET", keys.porter_location(porter_id))
+        else:
+            raw = await self._r.get(keys.porter_location(porter_id))
         if raw is None:
             return None
         value: dict[str, Any] = orjson.loads(raw)
