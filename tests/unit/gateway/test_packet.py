@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from socketio.packet import Packet
 
 from realtime_gateway.fanout.manager import _encode_event
-from realtime_gateway.transport.server import FastJson, GatewayPacket
+from realtime_gateway.transport.server import FastJson, GatewayPacket, _parse_event
 
 pytestmark = pytest.mark.unit
 
@@ -63,3 +65,50 @@ def test_room_emit_encoding_matches_python_socketio(
         assert (text.decode(), attachments) == (expected[0], expected[1:])
     else:
         assert (text.decode(), attachments) == (expected, [])
+
+
+class _ServerPacket(GatewayPacket):
+    json = FastJson  # as create_server configures the packet class
+
+
+def _stock(data: str) -> tuple[str, int | None, Any]:
+    pkt = _ServerPacket(encoded_packet=data)
+    assert pkt.packet_type == 2
+    return pkt.namespace or "/", pkt.id, pkt.data
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        '2["location:update",{"lat":1.5,"lng":2,"timestamp":1}]',
+        '2/porter,["location:update",{"lat":1.5}]',
+        '2/porter,17["order:subscribe",{"orderId":"o-1"}]',
+        '212["x"]',
+        '2/client,0["x",null,[1,2]]',
+        '2/admin,["é ✓",{"k":"a-b,c"}]',
+    ],
+)
+def test_event_fast_parse_matches_python_socketio(data: str) -> None:
+    assert _parse_event(data) == _stock(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    ["2/porter", '2/porter?x=1,["a"]', '2{"a":1}', '2/p,["a",NaN]', '21-["a"]', "2", "2/p,", '2/p,1x["a"]'],
+)
+def test_unusual_event_shapes_take_python_socketios_path(data: str) -> None:
+    assert _parse_event(data) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["", "/client,", "/porter,", "/a-b,"]),
+    st.one_of(st.none(), st.integers(min_value=0, max_value=10**12)),
+    st.lists(
+        st.one_of(st.text(max_size=5), st.integers(), st.floats(allow_nan=False), st.none()),
+        min_size=1,
+    ),
+)
+def test_event_fast_parse_round_trips(prefix: str, ack: int | None, args: list[Any]) -> None:
+    data = "2" + prefix + ("" if ack is None else str(ack)) + FastJson.dumps(args)
+    assert _parse_event(data) == _stock(data)

@@ -60,6 +60,13 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
             sock.on_slow_consumer = self.on_slow_consumer
         return await super()._handle_eio_connect(eio_sid, environ)
 
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        parsed = _parse_event(data) if type(data) is str and data[:1] == "2" else None
+        if parsed is None or eio_sid in self._binary_packet:
+            await super()._handle_eio_message(eio_sid, data)
+            return
+        await self._handle_event(eio_sid, *parsed)
+
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: Any, data: Any) -> None:
         event = data[0] if isinstance(data, list) and data else None
         if not (isinstance(event, str) and event in INLINE_EVENTS):
@@ -70,9 +77,38 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         if not self.manager.is_connected(sid, namespace):
             return
         try:
-            await self._handle_event_internal(self, sid, eio_sid, data, namespace, id)
+            handler = self.handlers.get("*", {}).get(event) if id is None else None
+            if handler is not None:
+                # What _trigger_event would resolve to (handlers are registered for every
+                # namespace), without its lookups; no ack is owed.
+                await handler(namespace, sid, *data[1:])
+            else:
+                await self._handle_event_internal(self, sid, eio_sid, data, namespace, id)
         except Exception:  # as in a handler task: logged, the socket's reader carries on
             log.exception("%s handler failed", event)
+
+
+def _parse_event(data: str) -> tuple[str, int | None, Any] | None:
+    """(namespace, ack id, payload) of a Socket.IO EVENT packet in its usual shape
+    (``2[/ns,][id][...]``), as python-socketio's ``Packet.decode`` reads it; None for any
+    other shape, which then takes python-socketio's own path (and its errors)."""
+    start = 1
+    namespace = "/"
+    if data[1:2] == "/":
+        comma = data.find(",", 1)
+        if comma < 0 or "?" in data[1:comma]:
+            return None
+        namespace, start = data[1:comma], comma + 1
+    end = start
+    while end < len(data) and data[end].isdigit():
+        end += 1
+    if data[end : end + 1] != "[" or end - start > 100:
+        return None
+    try:
+        payload = orjson.loads(data[end:])
+    except orjson.JSONDecodeError:
+        return None
+    return namespace, int(data[start:end]) if end > start else None, payload
 
 
 _SCALARS: tuple[type, ...] = (str, int, float, bool, type(None))
