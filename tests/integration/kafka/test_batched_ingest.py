@@ -271,6 +271,43 @@ async def test_a_consumer_stopped_mid_batch_leaves_nothing_claimed_and_undeliver
         assert first.seqs[order_id] + second.seqs[order_id] == list(range(per_order)), order_id
 
 
+async def test_a_batch_that_fails_unexpectedly_is_read_again_not_skipped(
+    kafka_broker: KafkaBroker, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = config_for(kafka_broker, partitions=2)
+    await ensure_topics(config)
+    orders = [f"bug{i}" for i in range(3)]
+    per_order = 5
+    await produce_interleaved(kafka_broker, config.topic("orderEvents"), orders, per_order)
+    deliver_all = KafkaIngest._deliver_all
+    broken = {"left": 1}
+
+    async def once_broken(self: KafkaIngest, items: list[Any]) -> None:
+        if broken["left"]:
+            broken["left"] -= 1
+            raise RuntimeError("a bug in the batch path")
+        await deliver_all(self, items)
+
+    monkeypatch.setattr(KafkaIngest, "_deliver_all", once_broken)
+    emitter = SlowEmitter()
+    ingest = KafkaIngest(
+        config, Dispatcher(emitter, NoAccess(), MemoryOfferStore(), RedisDedupStore(redis_client))
+    )
+    ingest.start()
+    try:
+
+        async def all_delivered() -> bool:
+            return emitter.delivered() >= len(orders) * per_order
+
+        await until(all_delivered, "every event, the failed batch's included")
+    finally:
+        await ingest.stop()
+    assert broken["left"] == 0
+    assert ingest.errors >= 1
+    for order_id in orders:
+        assert emitter.seqs[order_id] == list(range(per_order)), order_id
+
+
 # --- the batched Redis calls --------------------------------------------------------------------
 
 

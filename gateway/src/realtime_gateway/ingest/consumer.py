@@ -217,6 +217,13 @@ class KafkaIngest:
                     self._idle.clear()
                     try:
                         await self._process_batch(batch)
+                    except Exception:
+                        # Not expected (effects are retried inside); read the batch again rather
+                        # than let the next batch's commit pass records never delivered.
+                        for tp, records in batch.items():
+                            with contextlib.suppress(Exception):
+                                consumer.seek(tp, records[0].offset)
+                        raise
                     finally:
                         self._idle.set()
                     for tp, records in batch.items():
