@@ -166,6 +166,7 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
             pkt = queued.get_nowait()
             if pkt is not None:
                 await self.send(pkt)
+        del queued  # this frame lives as long as the connection
         handle_message = self.server.handlers.get("message")
         max_size = self.server.max_http_buffer_size
         while True:
