@@ -66,13 +66,14 @@ async def test_scrape_after_a_session_shows_the_seed_metrics(stack: Stack) -> No
     assert ma.value("realtime_messages_sent_total", namespace="/client", event="porter:location") == 3
     assert ma.value("realtime_messages_sent_total", namespace="/admin", event="porter:location") == 3
     assert ma.value("realtime_messages_sent_total", namespace="/client", event="session") == 1
-    # The fan-out latency histogram observed the cross-instance deliveries, within reason.
+    # The fan-out latency histogram observed the cross-instance deliveries, within reason: once per
+    # room message on the delivering instance, however many namespaces it reached there.
     count = ma.value("realtime_fanout_latency_seconds_count")
     total = ma.value("realtime_fanout_latency_seconds_sum")
-    assert count >= 6
+    assert count >= 3
     assert 0 < total / count < 1.0
     assert ma.value("realtime_fanout_latency_seconds_bucket", le="+Inf") == count
-    assert ma.value("realtime_location_latency_seconds_count") >= 6
+    assert ma.value("realtime_location_latency_seconds_count") >= 3
     # Refused credentials by reason.
     assert ma.value("realtime_authentication_errors_total", reason="AUTH_INVALID") == 1
     assert ma.value("realtime_authentication_errors_total", reason="AUTH_EXPIRED") == 1

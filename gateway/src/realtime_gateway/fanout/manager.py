@@ -219,6 +219,7 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
             if room in self.rooms.get(namespace, ()):
                 await self._emit_local(event, data, namespace, room, skip_sid)
                 self._delivered(namespace, event, room, skip_sid, sent_at)
+                sent_at = None  # one latency observation per room message on this instance
 
     async def _emit_local(self, event: str, data: Any, namespace: str, room: Any, skip_sid: Any) -> None:
         """python-socketio's ``AsyncManager.emit`` without a callback, minus its task per recipient:
