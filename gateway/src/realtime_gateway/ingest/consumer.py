@@ -45,9 +45,9 @@ _MAX_EFFECT_ATTEMPTS: Final = 5
 # Records per batch: enough to amortise the round trips under load; a batch's first record waits
 # for the whole batch, so not more.
 MAX_BATCH_RECORDS: Final = 500
-# How long the broker may hold a fetch that finds no new data. Small, because while a fetch is held
-# a partition whose records were just consumed is not fetched again (aiokafka fetches per broker);
-# each held fetch costs one request, ~20 a second when idle.
+# How long the broker may hold a fetch that finds no new data (it answers at once when there is
+# some). aiokafka sends a broker's next fetch only after the held one returned, so a seek, a retry
+# or a new assignment waits up to this long (the default is 500 ms); idle, ~20 requests a second.
 FETCH_MAX_WAIT_MS: Final = 50
 # How long ``stop`` lets the batch in hand finish before cancelling it.
 STOP_GRACE_S: Final = 5.0
