@@ -20,9 +20,10 @@ from realtime_gateway.ratelimit import RateRule, RedisRateLimiter
 from realtime_gateway.settings import parse_redis_url
 from realtime_gateway.state import keys, multiplex
 from realtime_gateway.state.connect import open_redis
-from realtime_gateway.state.multiplex import Multiplexer, Subscriber, fast_for
+from realtime_gateway.state.multiplex import ClusterMultiplexer, Multiplexer, Subscriber, fast_for
 from realtime_gateway.state.redis_store import RedisLocationStore, RedisOrderAccessStore
 from tests.support.deploy import eventually
+from tests.support.redis_server import RedisCluster as RedisClusterProc
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -252,6 +253,7 @@ async def test_location_update_path_reads_the_orders_with_the_rate_limit_check(r
         await orders.record_assigned("o1", "p1")
         limiter = RedisRateLimiter(handles.commands, {"location": RateRule(100, 60.0)})
         store = RedisLocationStore(handles.commands, fast=handles.fast)
+        assert isinstance(handles.fast, Multiplexer)
         await handles.fast.execute("PING")  # connected: before that nothing can be sent ahead
         for i in range(3):
             assert (await limiter.hit("p1", "location")).allowed
@@ -268,5 +270,63 @@ async def test_location_update_path_reads_the_orders_with_the_rate_limit_check(r
         # Other classes send nothing ahead.
         assert (await limiter.hit("p1", "general")).allowed
         assert handles.fast.take("SMEMBERS", keys.porter_orders("p1")) is None
+    finally:
+        await handles.aclose()
+
+
+async def test_cluster_routes_each_command_to_its_slot_owner_and_follows_redirects(
+    redis_cluster: RedisClusterProc,
+) -> None:
+    url = "redis://" + ",".join(f"{h}:{p}" for h, p in redis_cluster.startup_nodes)
+    handles = open_redis("cluster", parse_redis_url(url))
+    await handles.start()
+    try:
+        fast = handles.fast
+        assert isinstance(fast, ClusterMultiplexer) and fast_for(handles.commands) is fast
+        porters = [f"cl-porter-{i}" for i in range(12)]  # spread over the three masters
+        orders = RedisOrderAccessStore(handles.commands)
+        for p in porters:
+            await orders.record_created(f"cl-order-{p}", "c")
+            await orders.record_assigned(f"cl-order-{p}", p)
+        limiter = RedisRateLimiter(handles.commands, {"location": RateRule(2, 60.0)})
+        store = RedisLocationStore(handles.commands, fast=fast)
+        for p in porters:
+            assert (await limiter.hit(p, "location")).allowed
+            assert await store.put(p, {"porterId": p}) == {f"cl-order-{p}"}
+            assert await store.get(p) == {"porterId": p}
+        assert len({fast._mux(keys.porter_orders(p)) for p in porters}) == 3  # one per master
+
+        # A stale slot map: the command reaches a node that answers MOVED, and redis-py's
+        # cluster client follows it.
+        key = keys.porter_orders(porters[0])
+        owner = handles.publisher.get_node_from_key(key)
+        wrong = next(n for n in handles.publisher.get_primaries() if n.name != owner.name)
+        real = handles.publisher.get_node_from_key
+        handles.publisher.get_node_from_key = lambda k, replica=False: wrong  # type: ignore[method-assign]
+        try:
+            assert await fast.execute("SMEMBERS", key) == {f"cl-order-{porters[0]}".encode()}
+            stored, members = await fast.execute_many(
+                [("SET", "x{" + porters[0] + "}", "1"), ("SMEMBERS", key)]
+            )
+            assert stored is True and members == {f"cl-order-{porters[0]}".encode()}
+        finally:
+            handles.publisher.get_node_from_key = real  # type: ignore[method-assign]
+
+        # The bus on Cluster: SPUBLISH through the node owning each channel.
+        bus = RedisShardedBus(handles.publisher, handles.node_for_channel, handles.client_for_node, fast)
+        got: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_message(payload: bytes) -> None:
+            await got.put(payload)
+
+        bus.set_handler(on_message)
+        channels = [f"rtg:room:order:cl-{i}" for i in range(6)]
+        for c in channels:
+            await bus.subscribe(c)
+        for c in channels:
+            await bus.publish(c, c.encode())
+        received = {await asyncio.wait_for(got.get(), 5) for _ in channels}
+        assert received == {c.encode() for c in channels}
+        await bus.aclose()
     finally:
         await handles.aclose()

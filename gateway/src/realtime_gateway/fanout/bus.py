@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from realtime_gateway.state.multiplex import Multiplexer, Subscriber
+from realtime_gateway.state.multiplex import FastRedis, Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +63,11 @@ class RedisShardedBus:
         publisher: Any,
         node_for_channel: Callable[[str], str],
         client_for_node: Callable[[str], Any],
-        fast: Multiplexer | None = None,
+        fast: FastRedis | None = None,
     ) -> None:
         self._publisher = publisher
-        # Standalone and Sentinel: SPUBLISH on the auto-pipelined connection (one write per loop
-        # tick for all rooms); Cluster routes by slot through redis-py.
+        # SPUBLISH on the auto-pipelined connection (one write per loop tick for all rooms; on
+        # Cluster one per node owning the channel's slot).
         self._fast = fast
         self._node_for_channel = node_for_channel
         self._client_for_node = client_for_node

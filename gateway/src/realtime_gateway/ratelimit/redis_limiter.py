@@ -16,7 +16,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from realtime_gateway.state.keys import porter_orders
-from realtime_gateway.state.multiplex import Multiplexer, fast_for
+from realtime_gateway.state.multiplex import FastRedis, fast_for
 
 from .bucket import DEFAULT_RULES, EventClass, RateDecision, RateRule
 
@@ -43,7 +43,7 @@ class RedisRateLimiter:
         rules: Mapping[str, RateRule] = DEFAULT_RULES,
         on_error: Callable[[str], None] | None = None,
         on_hit: Callable[[str], None] | None = None,
-        fast: Multiplexer | None = None,
+        fast: FastRedis | None = None,
     ) -> None:
         self._redis = redis
         # Unless given, the auto-pipelined connection opened beside ``redis`` (state/connect.py).

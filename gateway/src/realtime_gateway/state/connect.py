@@ -11,15 +11,15 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.sentinel import SentinelConnectionPool
 
 from realtime_gateway.settings import RedisEndpoint, RedisMode
-from realtime_gateway.state.multiplex import Multiplexer, attach_fast
+from realtime_gateway.state.multiplex import ClusterMultiplexer, FastRedis, Multiplexer, attach_fast
 
 
 @dataclass
 class RedisHandles:
     """``commands``: decoded-response client for the stores. ``node_for_channel`` / ``client_for_node``
     let the fan-out bus open one pub/sub connection per node that owns a channel's slot.
-    ``fast``: the auto-pipelined connection of the location path (rate limit, last location,
-    SPUBLISH); None on Cluster, where those commands go through redis-py's slot routing."""
+    ``fast``: the auto-pipelined connection(s) of the location path (rate limit, last location,
+    SPUBLISH); on Cluster one per node, routed by redis-py's slot map."""
 
     mode: RedisMode
     commands: Any
@@ -27,7 +27,7 @@ class RedisHandles:
     node_for_channel: Callable[[str], str]
     client_for_node: Callable[[str], Any]
     _extra: list[Any]
-    fast: Multiplexer | None = None
+    fast: FastRedis | None = None
 
     async def start(self) -> None:
         """Load the cluster's slot map before the first command (the bus routes by it)."""
@@ -88,7 +88,7 @@ def open_redis(mode: RedisMode, endpoint: RedisEndpoint, sentinel_master: str | 
         tls = tls_options(endpoint)
         commands: Any = _standalone_client(url, decode_responses=True, **tls)
         publisher: Any = _standalone_client(url, **tls)
-        fast = Multiplexer(publisher.connection_pool, name="main")
+        fast: FastRedis = Multiplexer(publisher.connection_pool, name="main")
         attach_fast(commands, fast)
         return RedisHandles(mode, commands, publisher, lambda _c: "main", lambda _n: publisher, [], fast)
     if mode == "sentinel":
@@ -125,4 +125,6 @@ def open_redis(mode: RedisMode, endpoint: RedisEndpoint, sentinel_master: str | 
         return client
 
     extra: list[Any] = []
-    return RedisHandles(mode, commands, publisher, node_for_channel, client_for_node, extra)
+    fast = ClusterMultiplexer(publisher, client_for_node)
+    attach_fast(commands, fast)
+    return RedisHandles(mode, commands, publisher, node_for_channel, client_for_node, extra, fast)

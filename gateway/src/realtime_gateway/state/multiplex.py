@@ -25,7 +25,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError, ResponseError
@@ -368,16 +368,111 @@ class Subscriber:
         self._writer = None
 
 
+class FastRedis(Protocol):
+    """What the location path uses: :class:`Multiplexer` (one node) or :class:`ClusterMultiplexer`."""
+
+    async def execute(self, *args: Any) -> Any: ...
+    async def execute_many(self, commands: Iterable[tuple[Any, ...]]) -> list[Any]: ...
+    def send(self, *args: Any) -> asyncio.Future[Any] | None: ...
+    def read_ahead(self, *args: Any) -> None: ...
+    def take(self, *args: Any) -> asyncio.Future[Any] | None: ...
+    async def aclose(self) -> None: ...
+
+
+_REDIRECTS: Final = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def _redirected(reply: Any) -> bool:
+    return isinstance(reply, ResponseError) and str(reply).startswith(_REDIRECTS)
+
+
+def _key_of(args: tuple[Any, ...]) -> Any:
+    """The key a location-path command routes by (``EVAL``/``EVALSHA``: the first key)."""
+    return args[3] if str(args[0]).upper() in ("EVAL", "EVALSHA") else args[1]
+
+
+class ClusterMultiplexer:
+    """A :class:`Multiplexer` per cluster node, each command sent to the node owning its key's
+    slot (redis-py's slot map). A redirect (``MOVED``/``ASK``: a slot moved) or ``TRYAGAIN`` /
+    ``CLUSTERDOWN`` is retried once through redis-py's cluster client, which follows it and
+    refreshes the slot map the next commands are routed by."""
+
+    def __init__(self, cluster: Any, client_for_node: Callable[[str], Any]) -> None:
+        self._cluster = cluster
+        self._client_for_node = client_for_node
+        self._nodes: dict[str, Multiplexer] = {}
+
+    def _mux(self, key: Any) -> Multiplexer | None:
+        """None when redis-py cannot place the key (slot map not loaded yet, slot uncovered)."""
+        try:
+            node = self._cluster.get_node_from_key(key)
+        except Exception:
+            return None
+        name = f"{node.host}:{node.port}"
+        mux = self._nodes.get(name)
+        if mux is None:
+            mux = self._nodes[name] = Multiplexer(self._client_for_node(name).connection_pool, name=name)
+        return mux
+
+    async def _slow(self, args: tuple[Any, ...]) -> Any:
+        return await self._cluster.execute_command(*args)
+
+    async def execute(self, *args: Any) -> Any:
+        mux = self._mux(_key_of(args))
+        if mux is not None:
+            try:
+                return await mux.execute(*args)
+            except ResponseError as exc:
+                if not _redirected(exc):
+                    raise
+        return await self._slow(args)
+
+    async def execute_many(self, commands: Iterable[tuple[Any, ...]]) -> list[Any]:
+        """All ``commands`` share one hash tag (one node), as the location store's do."""
+        commands = list(commands)
+        mux = self._mux(_key_of(commands[0]))
+        replies: list[Any]
+        if mux is None:
+            replies, retry = [None] * len(commands), list(range(len(commands)))
+        else:
+            replies = await mux.execute_many(commands)
+            retry = [i for i, reply in enumerate(replies) if _redirected(reply)]
+        for i in retry:
+            try:
+                replies[i] = await self._slow(commands[i])
+            except ResponseError as exc:
+                replies[i] = exc
+        return replies
+
+    def send(self, *args: Any) -> asyncio.Future[Any] | None:
+        mux = self._mux(_key_of(args))
+        return None if mux is None else mux.send(*args)
+
+    def read_ahead(self, *args: Any) -> None:
+        mux = self._mux(_key_of(args))
+        if mux is not None:
+            mux.read_ahead(*args)
+
+    def take(self, *args: Any) -> asyncio.Future[Any] | None:
+        mux = self._mux(_key_of(args))
+        return None if mux is None else mux.take(*args)
+
+    async def aclose(self) -> None:
+        for mux in self._nodes.values():
+            await mux.aclose()
+        self._nodes.clear()
+
+
 # The command client -> its auto-pipelined twin. Lets code that is handed only the redis-py client
 # (the rate limiter, built by the observability wiring) use the fast connection too.
-_FAST: weakref.WeakKeyDictionary[Any, Multiplexer] = weakref.WeakKeyDictionary()
+_FAST: weakref.WeakKeyDictionary[Any, FastRedis] = weakref.WeakKeyDictionary()
 
 
-def attach_fast(client: Any, fast: Multiplexer) -> None:
+def attach_fast(client: Any, fast: FastRedis) -> None:
     _FAST[client] = fast
 
 
-def fast_for(client: Any) -> Multiplexer | None:
+def fast_for(client: Any) -> FastRedis | None:
     try:
         return _FAST.get(client)
     except TypeError:  # not weak-referenceable: no twin

@@ -22,7 +22,7 @@ from realtime_gateway.state.base import (
     SocketRecord,
     Stores,
 )
-from realtime_gateway.state.multiplex import Multiplexer
+from realtime_gateway.state.multiplex import FastRedis
 
 # redis.asyncio.Redis or redis.asyncio.RedisCluster: the command surface used here is shared.
 RedisClient = Any
@@ -220,12 +220,11 @@ class RedisReconnectTokenStore:
 
 class RedisLocationStore:
     def __init__(
-        self, client: RedisClient, ttl: int = keys.LOCATION_TTL, fast: Multiplexer | None = None
+        self, client: RedisClient, ttl: int = keys.LOCATION_TTL, fast: FastRedis | None = None
     ) -> None:
         self._r = client
         self._ttl = ttl
-        # Standalone / Sentinel: the auto-pipelined connection (state/multiplex.py); Cluster: a
-        # redis-py pipeline.
+        # The auto-pipelined connection (state/multiplex.py); without it a redis-py pipeline.
         self._fast = fast
 
     async def put(self, porter_id: str, location: dict[str, Any]) -> set[str]:
@@ -239,9 +238,9 @@ class RedisLocationStore:
             if ahead is not None:
                 self._fast.send("SET", lkey, orjson.dumps(location), "EX", self._ttl)
                 members = await ahead
-                if isinstance(members, Exception):
-                    raise members
-                return {o.decode() for o in members}
+                if not isinstance(members, Exception):
+                    return {o.decode() for o in members}
+                # An error reply (e.g. the slot moved on Cluster): the full path below.
             stored, orders = await self._fast.execute_many(
                 (
                     ("SET", lkey, orjson.dumps(location), "EX", self._ttl),
@@ -276,7 +275,7 @@ def redis_stores(
     session_ttl: int = keys.SESSION_TTL,
     order_access_ttl: int = keys.ORDER_ACCESS_TTL,
     reconnect_ttl: int = keys.SESSION_TTL,
-    fast: Multiplexer | None = None,
+    fast: FastRedis | None = None,
 ) -> Stores:
     return Stores(
         orders=RedisOrderAccessStore(client, order_access_ttl),
