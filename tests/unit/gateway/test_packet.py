@@ -111,4 +111,8 @@ def test_unusual_event_shapes_take_python_socketios_path(data: str) -> None:
 )
 def test_event_fast_parse_round_trips(prefix: str, ack: int | None, args: list[Any]) -> None:
     data = "2" + prefix + ("" if ack is None else str(ack)) + FastJson.dumps(args)
-    assert _parse_event(data) == _stock(data)
+    parsed = _parse_event(data)
+    # None hands the packet to python-socketio (e.g. JSON only the stdlib reads: Infinity).
+    assert parsed is None or parsed == _stock(data)
+    if all(isinstance(a, str | None) for a in args):
+        assert parsed is not None
