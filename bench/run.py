@@ -92,12 +92,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="C on a gateway with tracemalloc, reporting allocation sites while the sockets are held",
     )
-    ap.add_argument(
-        "--ours-patch",
-        default="",
-        help="library-level experiments for our gateway, e.g. no-deflate,sync-handlers,emit-no-tasks "
-        "(see bench/patched.py)",
-    )
     ap.add_argument("--ours-env", action="append", default=[], help="extra KEY=VALUE for our gateway")
     ap.add_argument("--out", type=Path, help="JSON output path (default bench/results/<time>.json)")
     return ap.parse_args(argv)
@@ -126,7 +120,6 @@ def options(args: argparse.Namespace, run_dir: Path) -> Options:
         ours_env=ours_env,
         profile=bool(args.profile),
         profile_memory=bool(args.profile_memory),
-        ours_patches=str(args.ours_patch),
         targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
     )
 

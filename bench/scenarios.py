@@ -47,7 +47,6 @@ class Options:
     targets: tuple[str, ...] = TARGETS
     profile: bool = False
     profile_memory: bool = False
-    ours_patches: str = ""
 
 
 # ---- events that authorize the orders (POST /api/events on both servers) --------------------------
@@ -124,9 +123,6 @@ def start_targets(
                 if kafka:
                     env["RTG_KAFKA_BOOTSTRAP_SERVERS"] = kafka
                 module = "realtime_gateway"
-                if opts.ours_patches:
-                    module = "bench.patched"
-                    env["BENCH_PATCHES"] = opts.ours_patches
                 if traced:
                     module = "bench.profiling"
                     env["BENCH_TRACEMALLOC_OUT"] = str(opts.run_dir / f"{name}-tracemalloc.txt")
