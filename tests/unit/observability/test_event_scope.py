@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased
 
-from realtime_gateway.observability.logs import current_correlation_id, new_correlation_id
+from realtime_gateway.observability.logs import current_correlation_id, new_correlation_id, new_flow
 from realtime_gateway.observability.tracing import (
     CORRELATION_ATTR,
     SocketEventRootSampler,
@@ -43,6 +43,7 @@ def test_tracing_off_binds_only_a_correlation_id() -> None:
     with scope("location:update", "/porter"):
         cid = current_correlation_id()
         assert cid is not None and len(cid) == 32
+        assert current_correlation_id() == cid  # formatted on demand, the same each time
         assert not trace.get_current_span().get_span_context().is_valid
         assert current_traceparent() is None
     with scope("location:update", "/porter"):
@@ -99,3 +100,20 @@ def test_ratio_samples_whole_flows() -> None:
     assert len(produces) == len(sockets)
     parents = {s.context.span_id for s in sockets}
     assert all(p.parent is not None and p.parent.span_id in parents for p in produces)
+
+
+async def test_a_lazy_flow_id_is_one_id_for_the_flow_and_its_tasks() -> None:
+    import asyncio
+
+    async def child() -> str | None:
+        await asyncio.sleep(0)
+        return current_correlation_id()
+
+    with new_flow():
+        first = current_correlation_id()
+        seen = await asyncio.gather(child(), asyncio.create_task(child()))
+        assert first is not None and re.fullmatch(r"[0-9a-f]{32}", first)
+        assert list(seen) == [first, first]
+    with new_flow():
+        assert current_correlation_id() != first
+    assert current_correlation_id() is None

@@ -141,3 +141,27 @@ def test_cached_children_count_like_labels_and_stay_bounded() -> None:
     assert len(m._sent) == 2 and len(m._attempts) == 2 and len(m._disconnections) == 1
     active = {s[1]["namespace"]: s[2] for s in fams["realtime_active_connections"]}
     assert active["/client"] == -200  # the disconnects above, through the cached child
+
+
+def test_hot_path_counts_are_all_in_every_scrape() -> None:
+    m = GatewayMetrics(process_metrics=False)
+
+    def received() -> float:
+        value = m.registry.get_sample_value(
+            "realtime_messages_received_total", {"namespace": "/porter", "event": "location:update"}
+        )
+        return value or 0.0
+
+    for _ in range(5):
+        m.received("/porter", "location:update")
+        m.location_update()
+        m.sent("/client", "porter:location", 3)
+    assert received() == 5
+    fams = families(m)
+    assert [s[2] for s in fams["realtime_location_updates"] if s[0].endswith("_total")] == [5]
+    sent = {(s[1]["namespace"], s[1]["event"]): s[2] for s in fams["realtime_messages_sent"]}
+    assert sent == {("/client", "porter:location"): 15}
+    for _ in range(2):
+        m.received("/porter", "location:update")
+    assert received() == 7  # counted since the last scrape, added on top
+    assert received() == 7  # and only once

@@ -26,7 +26,8 @@ from opentelemetry import trace
 
 REDACTED: Final = "[REDACTED]"
 
-_correlation_id: ContextVar[str | None] = ContextVar("realtime_correlation_id", default=None)
+# A flow's id, or the sequence number it will be formatted from when first read (see new_flow).
+_correlation_id: ContextVar[str | int | None] = ContextVar("realtime_correlation_id", default=None)
 
 # Keys whose values are secrets or personal data, compared lower-case with '-'/'_' removed.
 SENSITIVE_KEYS: Final = frozenset(
@@ -121,12 +122,17 @@ def _new_cid_prefix() -> None:
 os.register_at_fork(after_in_child=_new_cid_prefix)
 
 
+def _format_cid(seq: int) -> str:
+    return f"{_cid_prefix}{seq:016x}"
+
+
 def new_correlation_id() -> str:
-    return f"{_cid_prefix}{next(_cid_counter):016x}"
+    return _format_cid(next(_cid_counter))
 
 
 def current_correlation_id() -> str | None:
-    return _correlation_id.get()
+    value = _correlation_id.get()
+    return _format_cid(value) if isinstance(value, int) else value
 
 
 class correlation:  # lower case: used like the function it replaced, ``with correlation(cid) as c``
@@ -136,7 +142,7 @@ class correlation:  # lower case: used like the function it replaced, ``with cor
     """
 
     __slots__ = ("_reset", "value")
-    _reset: Token[str | None]
+    _reset: Token[str | int | None]
     value: str
 
     def __init__(self, cid: str | None = None) -> None:
@@ -145,6 +151,23 @@ class correlation:  # lower case: used like the function it replaced, ``with cor
     def __enter__(self) -> str:
         self._reset = _correlation_id.set(self.value)
         return self.value
+
+    def __exit__(self, *exc: object) -> None:
+        _correlation_id.reset(self._reset)
+
+
+class new_flow:  # lower case: a context manager used like ``correlation()``
+    """A flow with a fresh correlation id that is only formatted if something reads it.
+
+    Binds the id's sequence number; ``current_correlation_id()`` and the log formatter turn it
+    into the same string each time. Most socket events log nothing, so most ids never need one.
+    """
+
+    __slots__ = ("_reset",)
+    _reset: Token[str | int | None]
+
+    def __enter__(self) -> None:
+        self._reset = _correlation_id.set(next(_cid_counter))
 
     def __exit__(self, *exc: object) -> None:
         _correlation_id.reset(self._reset)
@@ -214,7 +237,7 @@ class JsonFormatter(logging.Formatter):
             "msg": redact_text(record.getMessage()),
             **self._static,
         }
-        cid = getattr(record, "correlationId", None) or _correlation_id.get()
+        cid = getattr(record, "correlationId", None) or current_correlation_id()
         if cid:
             entry["correlationId"] = cid
         span_ctx = trace.get_current_span().get_span_context()

@@ -21,8 +21,10 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics_core import Metric as PromMetric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from realtime_contract import NAMESPACE_ROLES, Metric
 
@@ -115,6 +117,34 @@ def _ns(key: LabelKey) -> LabelKey:
     return (namespace_label(key[0]),)
 
 
+class PendingCounts(Collector):
+    """Counter increments of the hot path (each event, each delivery), kept as plain numbers and
+    added to their Prometheus children when the registry is collected, which every scrape and
+    sample read starts with. A child's ``inc`` validates and takes a lock on each call; a dict
+    update is a fraction of that. Registered first in the registry, so it runs before the
+    collectors that read the children. Counting and scraping both happen on the event loop.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[Any, float] = {}
+
+    def add(self, child: Any, amount: float = 1) -> None:
+        counts = self.counts
+        counts[child] = counts.get(child, 0) + amount
+
+    def flush(self) -> None:
+        counts, self.counts = self.counts, {}
+        for child, amount in counts.items():
+            child.inc(amount)
+
+    def describe(self) -> list[PromMetric]:
+        return []
+
+    def collect(self) -> list[PromMetric]:
+        self.flush()
+        return []
+
+
 def cpu_limit_cores() -> float:
     """CPU cores this process may use: the cgroup v2 quota if one is set, else the affinity mask."""
     try:
@@ -132,6 +162,8 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, process_metrics: bool = True) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        self.pending = PendingCounts()
+        r.register(self.pending)  # first: flushed before any metric is collected
         if process_metrics:
             # process_cpu_seconds_total etc. feed the CPU warning alert.
             ProcessCollector(registry=r)
@@ -247,11 +279,20 @@ class GatewayMetrics:
         _cached_child(self._attempts, self.connection_attempts, (namespace,), _ns).inc()
 
     def received(self, namespace: str, event: str) -> None:
-        _cached_child(self._received, self.messages_received, (namespace, event), _ns_event).inc()
+        child = self._received.get((namespace, event))
+        if child is None:
+            child = _cached_child(self._received, self.messages_received, (namespace, event), _ns_event)
+        self.pending.add(child)
 
     def sent(self, namespace: str, event: str, count: int = 1) -> None:
         if count > 0:
-            _cached_child(self._sent, self.messages_sent, (namespace, event), _ns_server_event).inc(count)
+            child = self._sent.get((namespace, event))
+            if child is None:
+                child = _cached_child(self._sent, self.messages_sent, (namespace, event), _ns_server_event)
+            self.pending.add(child, count)
+
+    def location_update(self) -> None:
+        self.pending.add(self.location_updates)
 
     def refused(self, reason: str) -> None:
         self.connection_refusals.labels(_clamp(reason, REFUSAL_REASONS)).inc()

@@ -30,7 +30,7 @@ from realtime_gateway.limits import (
     install_payload_guard,
     install_transport_guard,
 )
-from realtime_gateway.observability.logs import correlation
+from realtime_gateway.observability.logs import correlation, new_flow
 from realtime_gateway.observability.metrics import GatewayMetrics
 from realtime_gateway.observability.tracing import Tracing, UnsampledFlow
 from realtime_gateway.ratelimit import (
@@ -177,7 +177,7 @@ class MetricsObserver:
         code: str | None = None
         if ok:
             if event == "location:update":
-                metrics.location_updates.inc()
+                metrics.location_update()
         else:
             code = str((ack.get("error") or {}).get("code"))
             if code == "INTERNAL" and event in DELIVERY_EVENTS:
@@ -344,8 +344,8 @@ def event_scope_for(tracing: Tracing) -> EventScope:
     return scope
 
 
-def _untraced_event(event: str, namespace: str) -> correlation:
-    return correlation()
+def _untraced_event(event: str, namespace: str) -> new_flow:
+    return new_flow()
 
 
 @contextlib.contextmanager
@@ -358,7 +358,7 @@ class _UnsampledEvent:
     __slots__ = ("_correlation", "_flow")
 
     def __init__(self) -> None:
-        self._correlation = correlation()
+        self._correlation = new_flow()
         self._flow = UnsampledFlow()
 
     def __enter__(self) -> None:
