@@ -198,7 +198,11 @@ def install_transport_guard(sio: Any, on_oversize: Callable[[], None]) -> LiveWe
                 live.discard(self)
 
         async def wait(self) -> Any:
-            msg = await self._sock.receive()
+            return self.data_of(await self._sock.receive())
+
+        def data_of(self, msg: Any) -> Any:
+            """The frame's data as the driver's ``wait`` returns it (the direct transport reads
+            frames itself and hands each message here)."""
             if msg.type == WSMsgType.ERROR and getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
                 on_oversize()
             if not isinstance(msg.data, bytes | str):
