@@ -49,6 +49,10 @@ MAX_BATCH_RECORDS: Final = 500
 # some). aiokafka sends a broker's next fetch only after the held one returned, so a seek, a retry
 # or a new assignment waits up to this long (the default is 500 ms); idle, ~20 requests a second.
 FETCH_MAX_WAIT_MS: Final = 50
+# At most one offset commit per this interval: a commit per small batch cost the gateway and the
+# broker more than the batch itself; a later commit only means a little more to re-read (and drop
+# as duplicates) after a crash.
+COMMIT_INTERVAL_S: Final = 0.2
 # How long ``stop`` lets the batch in hand finish before cancelling it.
 STOP_GRACE_S: Final = 5.0
 
@@ -102,6 +106,7 @@ class KafkaIngest:
         # Offsets delivered but not yet committed, and the task committing them.
         self._to_commit: dict[TopicPartition, int] = {}
         self._committer: asyncio.Task[None] | None = None
+        self._last_commit = 0.0
         # Outcomes of the batch in hand, per (topic, result), recorded when it is done.
         self._counts: Counter[tuple[str, str]] = Counter()
         # Clear while a batch is being delivered.
@@ -247,14 +252,20 @@ class KafkaIngest:
     # --- commits ----------------------------------------------------------------------------
 
     def _schedule_commit(self) -> None:
-        # One commit in flight at a time; offsets delivered meanwhile go out in the next one, so
-        # commits never hold up delivery and committed offsets only move forward.
+        # One commit in flight at a time, at most one per COMMIT_INTERVAL_S; offsets delivered
+        # meanwhile go out in the next one, so commits never hold up delivery and committed offsets
+        # only move forward.
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_pending(), name="kafka-commit")
 
     async def _commit_pending(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._to_commit:
+            wait = self._last_commit + COMMIT_INTERVAL_S - loop.time()
+            if wait > 0 and not self._stopping:
+                await asyncio.sleep(wait)
             offsets, self._to_commit = self._to_commit, {}
+            self._last_commit = loop.time()
             await self._commit(offsets)
 
     async def _flush_commits(self) -> None:
