@@ -24,6 +24,7 @@ import itertools
 import logging
 import struct
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -220,7 +221,8 @@ class _Pinger:
 
     def __init__(self, server: Any) -> None:
         self._server = server
-        self._due: list[tuple[float, int, DirectSocket]] = []
+        # Weak references: a socket that closes before its ping is due is not kept alive for it.
+        self._due: list[tuple[float, int, weakref.ref[DirectSocket]]] = []
         self._seq = itertools.count()
         self._task: asyncio.Task[None] | None = None
 
@@ -233,7 +235,8 @@ class _Pinger:
 
     def add(self, sock: DirectSocket) -> None:
         loop = asyncio.get_running_loop()
-        heapq.heappush(self._due, (loop.time() + self._server.ping_interval, next(self._seq), sock))
+        due = loop.time() + self._server.ping_interval
+        heapq.heappush(self._due, (due, next(self._seq), weakref.ref(sock)))
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(), name="engineio-pings")
 
@@ -245,7 +248,9 @@ class _Pinger:
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
-            sock = heapq.heappop(due)[2]
+            sock = heapq.heappop(due)[2]()
+            if sock is None:
+                continue
             try:
                 sock.ping_due()
             except Exception:
