@@ -100,6 +100,7 @@ class Metric:
     CONNECTION_ATTEMPTS: Final = "realtime_connection_attempts_total"
     CONNECTION_REFUSALS: Final = "realtime_connection_refusals_total"
     DISCONNECTIONS: Final = "realtime_disconnections_total"
+    SLOW_CONSUMERS: Final = "realtime_slow_consumer_disconnects_total"
     CONNECTION_DURATION: Final = "realtime_connection_duration_seconds"
     RATE_LIMITED: Final = "realtime_rate_limited_total"
     SUBSCRIPTION_REFUSALS: Final = "realtime_subscription_refusals_total"

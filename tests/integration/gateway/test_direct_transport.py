@@ -142,3 +142,5 @@ async def test_a_client_that_stops_reading_is_cut_off_and_others_get_everything(
         assert received == list(range(sent))
     slow_writer.close()
     raw.close()
+    async with aiohttp.ClientSession() as http, http.get(embedded.url + "/metrics") as resp:
+        assert "realtime_slow_consumer_disconnects_total 1.0" in await resp.text()

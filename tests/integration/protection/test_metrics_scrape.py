@@ -86,6 +86,8 @@ async def test_scrape_after_a_session_shows_the_seed_metrics(stack: Stack) -> No
         assert m.value("realtime_redis_errors_total") == 0
         assert m.value("realtime_ready") == 1
         assert m.value("process_cpu_seconds_total") > 0
+    # The location path's own connection is counted too: the porter's three updates were published.
+    assert mb.value("realtime_redis_hits_total", operation="spublish") >= 3
     # A client leaving is counted with python-socketio's reason and its connection's lifetime.
     await c.disconnect()
     deadline = time.monotonic() + 5

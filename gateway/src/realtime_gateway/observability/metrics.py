@@ -211,6 +211,11 @@ class GatewayMetrics:
         self.disconnections = Counter(
             Metric.DISCONNECTIONS, "Sockets disconnected", ["namespace", "reason"], registry=r
         )
+        self.slow_consumers = Counter(
+            Metric.SLOW_CONSUMERS,
+            "WebSocket connections cut off for falling RTG_WS_MAX_PENDING_BYTES behind",
+            registry=r,
+        )
         self.connection_duration = Histogram(
             Metric.CONNECTION_DURATION,
             "Lifetime of a socket in seconds",

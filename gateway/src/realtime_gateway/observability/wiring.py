@@ -228,6 +228,8 @@ def install_operations(gateway: Gateway, app: web.Application) -> Operations:
     if gateway.redis is not None:
         for client in (gateway.redis.commands, gateway.redis.publisher):
             instrument_redis(client, metrics)
+        if gateway.redis.fast is not None:  # the location path's own connections
+            gateway.redis.fast.on_command = lambda word: metrics.redis_op(_op_label(word))
         limiter = RedisRateLimiter(
             gateway.redis.commands, rules, on_error=lambda op: metrics.redis_errors.labels(op).inc()
         )
@@ -242,6 +244,7 @@ def install_operations(gateway: Gateway, app: web.Application) -> Operations:
         metrics.refused("PAYLOAD_TOO_LARGE")
 
     websockets = install_transport_guard(gateway.sio, oversize)
+    gateway.sio.on_slow_consumer = metrics.slow_consumers.inc
     install_payload_guard(app, config.max_payload_bytes, oversize)
     ops = Operations(metrics, tracing, limiter, gate, watchdog, websockets, settings.drain_seconds)
     app[OPERATIONS_KEY] = ops

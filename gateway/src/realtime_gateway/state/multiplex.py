@@ -371,6 +371,9 @@ class Subscriber:
 class FastRedis(Protocol):
     """What the location path uses: :class:`Multiplexer` (one node) or :class:`ClusterMultiplexer`."""
 
+    # Told the first word of each command sent (metrics); None: not counted.
+    on_command: Callable[[str], None] | None
+
     async def execute(self, *args: Any) -> Any: ...
     async def execute_many(self, commands: Iterable[tuple[Any, ...]]) -> list[Any]: ...
     def send(self, *args: Any) -> asyncio.Future[Any] | None: ...
@@ -401,6 +404,7 @@ class ClusterMultiplexer:
         self._cluster = cluster
         self._client_for_node = client_for_node
         self._nodes: dict[str, Multiplexer] = {}
+        self.on_command: Callable[[str], None] | None = None
 
     def _mux(self, key: Any) -> Multiplexer | None:
         """None when redis-py cannot place the key (slot map not loaded yet, slot uncovered)."""
@@ -412,7 +416,12 @@ class ClusterMultiplexer:
         mux = self._nodes.get(name)
         if mux is None:
             mux = self._nodes[name] = Multiplexer(self._client_for_node(name).connection_pool, name=name)
+            mux.on_command = self._count
         return mux
+
+    def _count(self, word: str) -> None:
+        if self.on_command is not None:
+            self.on_command(word)
 
     async def _slow(self, args: tuple[Any, ...]) -> Any:
         return await self._cluster.execute_command(*args)
