@@ -9,7 +9,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -26,6 +26,7 @@ from realtime_gateway.ingest.envelope import build_envelope
 from realtime_gateway.ingest.kafka_config import KafkaConfig
 from realtime_gateway.ingest.stores import MemoryOfferStore, RedisDedupStore
 from realtime_gateway.ingest.topics import ensure_topics
+from realtime_gateway.recovery.emitter import ReliableEmitter
 from realtime_gateway.recovery.history import Position, RedisHistory
 from realtime_gateway.state.keys import room_channel
 from tests.support.kafka_fixtures import unique_name
@@ -306,6 +307,41 @@ async def test_a_batch_that_fails_unexpectedly_is_read_again_not_skipped(
     assert ingest.errors >= 1
     for order_id in orders:
         assert emitter.seqs[order_id] == list(range(per_order)), order_id
+
+
+async def test_one_orders_events_of_a_batch_share_history_calls_in_order(
+    kafka_broker: KafkaBroker, redis_client: aioredis.Redis
+) -> None:
+    """With the Redis history behind the emitter, an order's consecutive status events of one batch
+    start together: they reach the history in one script call, still in produce order."""
+    config = config_for(kafka_broker, partitions=2)
+    await ensure_topics(config)
+    orders = [f"run{i}" for i in range(6)]
+    per_order = 20
+    await produce_interleaved(kafka_broker, config.topic("orderEvents"), orders, per_order)
+    history = RedisHistory(redis_client)
+    emitter = ReliableEmitter(cast(Any, None))  # with history_publishes the manager is not used
+    emitter.history, emitter.history_publishes = history, True
+    dispatcher = Dispatcher(emitter, NoAccess(), MemoryOfferStore(), RedisDedupStore(redis_client))
+    assert dispatcher.emits_in_call_order
+    await redis_client.config_resetstat()
+    ingest = KafkaIngest(config, dispatcher)
+    ingest.start()
+    try:
+
+        async def all_delivered() -> bool:
+            return dispatcher.stats.by_outcome["delivered"] >= len(orders) * per_order
+
+        await until(all_delivered, "every event appended")
+    finally:
+        await ingest.stop()
+    for order_id in orders:
+        recovery = await history.recover(order_id, Position("", 0))
+        assert [e.data["seq"] for e in recovery.events] == list(range(per_order)), order_id
+        assert [e.offset for e in recovery.events] == list(range(1, per_order + 1))
+    stats = await redis_client.info("commandstats")
+    # A few script calls per batch (the dedup claims are one too), not one per order's event.
+    assert stats["cmdstat_eval"]["calls"] < per_order // 2, stats["cmdstat_eval"]
 
 
 # --- the batched Redis calls --------------------------------------------------------------------

@@ -29,7 +29,7 @@ from typing import Any, Final
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from realtime_gateway.ingest.dispatch import Dispatcher
+from realtime_gateway.ingest.dispatch import ORDER_ROOM_ONLY_TYPES, Dispatcher
 from realtime_gateway.ingest.envelope import EnvelopeError, Event, parse_event
 from realtime_gateway.ingest.kafka_config import KafkaConfig
 from realtime_gateway.ingest.producer import CORRELATION_HEADER
@@ -391,24 +391,55 @@ class KafkaIngest:
             await asyncio.gather(*(self._deliver_group(group) for group in groups.values()))
 
     async def _deliver_group(self, group: list[_Item]) -> None:
-        """One key's claimed events, in order; the first failure leaves the rest for the retry."""
-        for i, item in enumerate(group):
-            record = item.record
+        """One key's claimed events, in order; the first failure leaves the rest for the retry.
+
+        Consecutive order-room events of the key start together when the emitter takes them in
+        call order (see ``Dispatcher.emits_in_call_order``): their history appends then share one
+        script call, in order, instead of a round trip each.
+        """
+        together = len(group) > 1 and self._dispatcher.emits_in_call_order
+        i = 0
+        while i < len(group):
+            j = i + 1
+            if together and group[i].event.type in ORDER_ROOM_ONLY_TYPES:
+                while j < len(group) and group[j].event.type in ORDER_ROOM_ONLY_TYPES:
+                    j += 1
+            run = group[i:j]
             try:
-                with self.telemetry.consume_span(
-                    record.topic, record.partition, record.offset, record.headers, item.correlation_id
-                ):
-                    outcome = await self._dispatcher.apply_claimed(item.event)
+                if len(run) == 1:
+                    await self._deliver_one(run[0])
+                else:
+                    results = await asyncio.gather(
+                        *(self._deliver_one(item) for item in run), return_exceptions=True
+                    )
+                    for result in results:
+                        if isinstance(result, asyncio.CancelledError):
+                            raise result
+                    failed = next((r for r in results if isinstance(r, Exception)), None)
+                    if failed is not None:
+                        raise failed
             except asyncio.CancelledError:
                 # Stopping: the later events were claimed but not applied; give their claims back
-                # so whoever reads them next applies them (apply_claimed released this one's).
-                await self._dispatcher.release([later.event for later in group[i + 1 :]])
+                # so whoever reads them next applies them (apply_claimed released the run's own).
+                await self._dispatcher.release([later.event for later in group[j:]])
                 raise
-            except Exception as exc:
-                item.error = exc
-                await self._dispatcher.release([later.event for later in group[i + 1 :]])
+            except Exception:
+                await self._dispatcher.release([later.event for later in group[j:]])
                 return
-            item.finished = True
-            self._counts[(record.topic, outcome.value)] += 1
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("%s %s %s: %s", item.where, item.event.type, item.event.event_id, outcome)
+            i = j
+
+    async def _deliver_one(self, item: _Item) -> None:
+        """Apply one claimed event; on failure ``item.error`` says why (and the call raises)."""
+        record = item.record
+        try:
+            with self.telemetry.consume_span(
+                record.topic, record.partition, record.offset, record.headers, item.correlation_id
+            ):
+                outcome = await self._dispatcher.apply_claimed(item.event)
+        except Exception as exc:
+            item.error = exc
+            raise
+        item.finished = True
+        self._counts[(record.topic, outcome.value)] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s %s: %s", item.where, item.event.type, item.event.event_id, outcome)

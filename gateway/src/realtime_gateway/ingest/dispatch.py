@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from pydantic import AwareDatetime, TypeAdapter
 
@@ -30,6 +30,10 @@ JOB_OFFER_CLOSED = "job:offer:closed"
 NOTIFICATION = "notification"
 PORTER_AVAILABILITY = "porter:availability"
 CHAT_TYPING = "chat:typing"
+
+
+# Event types whose only effect is one emit to their order room.
+ORDER_ROOM_ONLY_TYPES: Final = frozenset({"order.status_changed", "chat.message.sent"})
 
 
 class Outcome(StrEnum):
@@ -73,6 +77,14 @@ class Dispatcher:
         self.stats = stats or IngestStats()
         # Claims of events whose effect failed and whose claim could not be released.
         self._orphaned: set[str] = set()
+
+    @property
+    def emits_in_call_order(self) -> bool:
+        """True when the emitter takes order-room emits in call order before it first waits: with
+        Redis, ``recovery.emitter.ReliableEmitter`` hands them to the history (``history_publishes``),
+        which appends and publishes the ones waiting together in one script call, in that order.
+        Then one order's consecutive ``ORDER_ROOM_ONLY_TYPES`` events may start together."""
+        return bool(getattr(self._emitter, "history_publishes", False))
 
     async def handle(self, event: ev.Event) -> Outcome:
         """Apply ``event`` once. Raises when an effect failed; the event is then not marked seen."""
