@@ -7,8 +7,9 @@ delivery and a large part of the memory per idle connection. A socket that conne
 WebSocket directly (not upgraded from long-polling) and without permessage-deflate is switched
 to this class: it writes each frame to the transport synchronously (``write_frame``: no task,
 no queue, so per-socket order is the order of the calls), reads in the connection's own task
-and pings from a timer. Everything else (polling, upgrades, compressed sockets) keeps the stock
-path. The Engine.IO protocol itself (packets, ping/pong, close) is python-engineio's.
+and is pinged from one scheduler per server. Everything else (polling, upgrades, compressed
+sockets) keeps the stock path. The Engine.IO protocol (packets, ping/pong, close) stays
+python-engineio's.
 
 Backpressure: frames go to the transport's buffer; a client that stops reading while its buffer
 grows beyond ``max_pending_bytes`` is a slow consumer and its connection is aborted (the client
@@ -71,6 +72,7 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
     # Class-level defaults: adopted instances were built by AsyncSocket.__init__.
     _writer: Any = None
     _transport: asyncio.Transport | None = None
+    _ws_response: Any = None
     max_pending_bytes: int = 1 << 20
     on_slow_consumer: Callable[[], None] | None = None
 
@@ -144,8 +146,6 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
             task = asyncio.ensure_future(ws.close())
             _closing.add(task)
             task.add_done_callback(_closing.discard)
-
-    _ws_response: Any = None
 
     # --- the connection's task ----------------------------------------------------------------
     async def _websocket_handler(self, ws: Any) -> None:
