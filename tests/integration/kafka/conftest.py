@@ -27,7 +27,16 @@ from tests.support.sio import SioClient
 
 TOPIC_KEYS = ("orderEvents", "porterEvents", "notificationEvents", "chatEvents")
 # Re-exported for this directory's tests.
-__all__ = ["TOPIC_ENV", "TOPIC_KEYS", "Deploy", "KafkaDeployment", "eventually", "uid", "without_recovery"]
+__all__ = [
+    "TOPIC_ENV",
+    "TOPIC_KEYS",
+    "Deploy",
+    "KafkaDeployment",
+    "NoAccess",
+    "eventually",
+    "uid",
+    "without_recovery",
+]
 
 TOPIC_ENV = {
     "orderEvents": Env.KAFKA_TOPIC_ORDER_EVENTS,
@@ -35,6 +44,16 @@ TOPIC_ENV = {
     "notificationEvents": Env.KAFKA_TOPIC_NOTIFICATION_EVENTS,
     "chatEvents": Env.KAFKA_TOPIC_CHAT_EVENTS,
 }
+
+
+class NoAccess:
+    """An order-access store that knows no order (ingest tests that do not authorise sockets)."""
+
+    async def record_created(self, order_id: str, customer_id: str) -> None: ...
+    async def record_assigned(self, order_id: str, porter_id: str) -> None: ...
+    async def expire(self, order_id: str) -> None: ...
+    async def get(self, order_id: str) -> None:
+        return None
 
 
 def without_recovery(data: dict[str, Any]) -> dict[str, Any]:

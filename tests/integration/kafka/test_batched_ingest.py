@@ -29,19 +29,12 @@ from realtime_gateway.ingest.topics import ensure_topics
 from realtime_gateway.recovery.emitter import ReliableEmitter
 from realtime_gateway.recovery.history import Position, RedisHistory
 from realtime_gateway.state.keys import room_channel
+from tests.integration.kafka.conftest import NoAccess
 from tests.support.kafka_fixtures import unique_name
 from tests.support.kafka_server import KafkaBroker
 from tests.support.redis_server import RedisCluster, RedisServer
 
 pytestmark = pytest.mark.integration
-
-
-class NoAccess:
-    async def record_created(self, order_id: str, customer_id: str) -> None: ...
-    async def record_assigned(self, order_id: str, porter_id: str) -> None: ...
-    async def expire(self, order_id: str) -> None: ...
-    async def get(self, order_id: str) -> None:
-        return None
 
 
 class SlowEmitter:
@@ -141,6 +134,23 @@ async def until(check: Any, what: str, within: float = 30.0) -> None:
         await asyncio.sleep(0.1)
 
 
+async def until_delivered_and_committed(
+    emitter: SlowEmitter, broker: KafkaBroker, group: str, total: int, what: str = "every event delivered"
+) -> None:
+    """Every event emitted, then every offset committed (commits follow delivery)."""
+
+    async def all_delivered() -> bool:
+        return emitter.delivered() >= total
+
+    await until(all_delivered, what)
+
+    async def all_committed() -> bool:
+        offsets = await committed(broker, group)
+        return sum(offsets.values()) == total
+
+    await until(all_committed, "every offset committed")
+
+
 @pytest.fixture
 async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.from_url(redis_url)
@@ -162,17 +172,8 @@ async def test_orders_run_concurrently_and_each_order_in_produce_order(
     ingest = KafkaIngest(config, dispatcher, health_interval_s=0.5)
     ingest.start()
     try:
-
-        async def all_delivered() -> bool:
-            return emitter.delivered() >= len(orders) * per_order
-
-        await until(all_delivered, "every event delivered")
-
-        async def all_committed() -> bool:
-            offsets = await committed(kafka_broker, config.consumer_group)
-            return sum(offsets.values()) == len(orders) * per_order
-
-        await until(all_committed, "every offset committed")
+        total = len(orders) * per_order
+        await until_delivered_and_committed(emitter, kafka_broker, config.consumer_group, total)
     finally:
         await ingest.stop()
     for order_id in orders:
@@ -208,17 +209,9 @@ async def test_a_failing_event_holds_its_order_and_its_partition_commit(
         offsets = await committed(kafka_broker, config.consumer_group)
         assert offsets.get(stuck_partition, 0) <= stuck_offset, (offsets, stuck_offset)
         emitter.fail[stuck_id] = 0
-
-        async def all_delivered() -> bool:
-            return emitter.delivered() >= len(orders) * per_order
-
-        await until(all_delivered, "every event after the release")
-
-        async def all_committed() -> bool:
-            offsets = await committed(kafka_broker, config.consumer_group)
-            return sum(offsets.values()) == len(orders) * per_order
-
-        await until(all_committed, "every offset committed")
+        total = len(orders) * per_order
+        after = "every event after the release"
+        await until_delivered_and_committed(emitter, kafka_broker, config.consumer_group, total, after)
     finally:
         await ingest.stop()
     for order_id in orders:

@@ -23,6 +23,7 @@ from realtime_gateway.ingest.ports import OfferDecision, OfferOutcome
 from realtime_gateway.ingest.producer import KafkaEventSink
 from realtime_gateway.ingest.stores import MemoryOfferStore, RedisDedupStore, RedisOfferStore
 from realtime_gateway.ingest.topics import ensure_topics
+from tests.integration.kafka.conftest import NoAccess
 from tests.support.kafka_fixtures import unique_name
 from tests.support.kafka_server import KafkaBroker
 
@@ -60,14 +61,6 @@ class Emitted:
             self.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), remaining)
-
-
-class NoAccess:
-    async def record_created(self, order_id: str, customer_id: str) -> None: ...
-    async def record_assigned(self, order_id: str, porter_id: str) -> None: ...
-    async def expire(self, order_id: str) -> None: ...
-    async def get(self, order_id: str) -> None:
-        return None
 
 
 @pytest.fixture

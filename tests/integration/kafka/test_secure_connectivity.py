@@ -21,9 +21,9 @@ from realtime_gateway.ingest.producer import KafkaEventSink, KafkaUnavailable
 from realtime_gateway.ingest.stores import MemoryDedupStore, MemoryOfferStore
 from realtime_gateway.ingest.topics import ensure_topics
 from realtime_gateway.settings import load_settings
-from tests.integration.kafka.conftest import TOPIC_ENV, TOPIC_KEYS, uid
+from tests.integration.kafka.conftest import TOPIC_ENV, TOPIC_KEYS, NoAccess, uid
 from tests.integration.kafka.secure_broker import MECHANISMS, PASSWORD, USER, SecureKafkaBroker
-from tests.integration.kafka.test_ingest_parts import Emitted, NoAccess
+from tests.integration.kafka.test_ingest_parts import Emitted
 from tests.support.gateway_fixtures import GatewayFactory, mint_token
 from tests.support.sio import SioClient
 
