@@ -178,10 +178,12 @@ class Dispatcher:
                 await self._emitter.to_order(p.order_id, ORDER_STATUS, self._status(env, p.wire()))
             case ev.OrderClosed():
                 final = env.type.removeprefix("order.")
+                # Access goes first: a client that has seen the final status must not be able to
+                # subscribe again (the room's members still get the status).
+                await self._access.expire(p.order_id)
                 await self._emitter.to_order(
                     p.order_id, ORDER_STATUS, self._status(env, {**p.wire(), "status": final})
                 )
-                await self._access.expire(p.order_id)
             case ev.JobOfferCreated():
                 await self._offers.create(p.offer_id, p.order_id, p.porter_id, _ms(p.expires_at))
                 await self._emitter.to_user(p.porter_id, JOB_OFFER, p.wire())
