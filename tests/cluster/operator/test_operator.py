@@ -307,6 +307,13 @@ def test_secret_and_config_changes_roll_the_deployment(
         return new if new and ann.get(CONFIG_HASH) not in (None, hash1) else None
 
     rs2 = wait_for(lambda: rolled(rs1), "a new ReplicaSet after the Secret changed")
+
+    def rehashed() -> dict[str, Any] | None:
+        # A Secret change leaves the CR's generation alone, so Ready alone may be the old status.
+        obj = cr(kube, ns)
+        return obj if obj.get("status", {}).get("configHash") not in (None, hash1) else None
+
+    wait_for(rehashed, "status.configHash after the Secret changed")
     second = wait_ready(kube, ns)
     hash2 = second["status"]["configHash"]
     assert hash2 != hash1
