@@ -15,14 +15,17 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from realtime_contract import Env
 from realtime_gateway.fanout.bus import RedisShardedBus
+from realtime_gateway.observability.wiring import OPERATIONS_KEY
 from realtime_gateway.ratelimit import RateRule, RedisRateLimiter
 from realtime_gateway.settings import parse_redis_url
 from realtime_gateway.state import keys, multiplex
 from realtime_gateway.state.connect import open_redis
-from realtime_gateway.state.multiplex import ClusterMultiplexer, Multiplexer, Subscriber, fast_for
+from realtime_gateway.state.multiplex import ClusterMultiplexer, Multiplexer, Subscriber
 from realtime_gateway.state.redis_store import RedisLocationStore, RedisOrderAccessStore
 from tests.support.deploy import eventually
+from tests.support.gateway_fixtures import EmbeddedFactory
 from tests.support.redis_server import RedisCluster as RedisClusterProc
 from tests.support.redis_server import RedisServer
 
@@ -149,11 +152,19 @@ async def test_subscriber_confirms_delivers_and_resubscribes_after_a_restart(
         await publisher.aclose()
 
 
+async def test_the_wired_rate_limiter_uses_the_fast_path(
+    embedded_factory: EmbeddedFactory, redis_url: str
+) -> None:
+    embedded = await embedded_factory(**{Env.REDIS_URL: redis_url})
+    limiter = embedded.runner.app[OPERATIONS_KEY].limiter
+    assert isinstance(limiter, RedisRateLimiter)
+    assert limiter._fast is not None and limiter._fast is embedded.gateway.redis.fast
+
+
 async def test_gateway_handles_wire_the_fast_path_for_standalone(redis_url: str) -> None:
     handles = open_redis("standalone", parse_redis_url(redis_url))
     try:
-        assert handles.fast is not None
-        assert fast_for(handles.commands) is handles.fast
+        assert isinstance(handles.fast, Multiplexer)
         bus = RedisShardedBus(
             handles.publisher, handles.node_for_channel, handles.client_for_node, handles.fast
         )
@@ -251,7 +262,7 @@ async def test_location_update_path_reads_the_orders_with_the_rate_limit_check(r
         orders = RedisOrderAccessStore(handles.commands)
         await orders.record_created("o1", "c1")
         await orders.record_assigned("o1", "p1")
-        limiter = RedisRateLimiter(handles.commands, {"location": RateRule(100, 60.0)})
+        limiter = RedisRateLimiter(handles.commands, {"location": RateRule(100, 60.0)}, fast=handles.fast)
         store = RedisLocationStore(handles.commands, fast=handles.fast)
         assert isinstance(handles.fast, Multiplexer)
         await handles.fast.execute("PING")  # connected: before that nothing can be sent ahead
@@ -282,13 +293,13 @@ async def test_cluster_routes_each_command_to_its_slot_owner_and_follows_redirec
     await handles.start()
     try:
         fast = handles.fast
-        assert isinstance(fast, ClusterMultiplexer) and fast_for(handles.commands) is fast
+        assert isinstance(fast, ClusterMultiplexer)
         porters = [f"cl-porter-{i}" for i in range(12)]  # spread over the three masters
         orders = RedisOrderAccessStore(handles.commands)
         for p in porters:
             await orders.record_created(f"cl-order-{p}", "c")
             await orders.record_assigned(f"cl-order-{p}", p)
-        limiter = RedisRateLimiter(handles.commands, {"location": RateRule(2, 60.0)})
+        limiter = RedisRateLimiter(handles.commands, {"location": RateRule(2, 60.0)}, fast=fast)
         store = RedisLocationStore(handles.commands, fast=fast)
         for p in porters:
             assert (await limiter.hit(p, "location")).allowed

@@ -231,7 +231,10 @@ def install_operations(gateway: Gateway, app: web.Application) -> Operations:
         if gateway.redis.fast is not None:  # the location path's own connections
             gateway.redis.fast.on_command = lambda word: metrics.redis_op(_op_label(word))
         limiter = RedisRateLimiter(
-            gateway.redis.commands, rules, on_error=lambda op: metrics.redis_errors.labels(op).inc()
+            gateway.redis.commands,
+            rules,
+            on_error=lambda op: metrics.redis_errors.labels(op).inc(),
+            fast=gateway.redis.fast,
         )
     else:
         limiter = MemoryRateLimiter(rules)

@@ -16,7 +16,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from realtime_gateway.state.keys import porter_orders
-from realtime_gateway.state.multiplex import FastRedis, fast_for
+from realtime_gateway.state.multiplex import FastRedis
 
 from .bucket import DEFAULT_RULES, EventClass, RateDecision, RateRule
 
@@ -46,8 +46,8 @@ class RedisRateLimiter:
         fast: FastRedis | None = None,
     ) -> None:
         self._redis = redis
-        # Unless given, the auto-pipelined connection opened beside ``redis`` (state/connect.py).
-        self._fast = fast if fast is not None else fast_for(redis)
+        # The auto-pipelined connection opened beside ``redis`` (state/connect.py), when there is one.
+        self._fast = fast
         self._rules: dict[str, RateRule] = dict(rules)
         self._script = redis.register_script(SCRIPT)
         self._on_error = on_error

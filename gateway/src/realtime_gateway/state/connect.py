@@ -11,7 +11,7 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.sentinel import SentinelConnectionPool
 
 from realtime_gateway.settings import RedisEndpoint, RedisMode
-from realtime_gateway.state.multiplex import ClusterMultiplexer, FastRedis, Multiplexer, attach_fast
+from realtime_gateway.state.multiplex import ClusterMultiplexer, FastRedis, Multiplexer
 
 
 @dataclass
@@ -89,7 +89,6 @@ def open_redis(mode: RedisMode, endpoint: RedisEndpoint, sentinel_master: str | 
         commands: Any = _standalone_client(url, decode_responses=True, **tls)
         publisher: Any = _standalone_client(url, **tls)
         fast: FastRedis = Multiplexer(publisher.connection_pool, name="main")
-        attach_fast(commands, fast)
         return RedisHandles(mode, commands, publisher, lambda _c: "main", lambda _n: publisher, [], fast)
     if mode == "sentinel":
         assert sentinel_master is not None
@@ -104,7 +103,6 @@ def open_redis(mode: RedisMode, endpoint: RedisEndpoint, sentinel_master: str | 
         )
         publisher = sentinel.master_for(sentinel_master, connection_pool_class=_BlockingSentinelPool)
         fast = Multiplexer(publisher.connection_pool, name="main")
-        attach_fast(commands, fast)
         return RedisHandles(mode, commands, publisher, lambda _c: "main", lambda _n: publisher, [], fast)
     nodes = [ClusterNode(host, port) for host, port in endpoint.hosts]
     commands = RedisCluster(startup_nodes=nodes, decode_responses=True, **common)
@@ -126,5 +124,4 @@ def open_redis(mode: RedisMode, endpoint: RedisEndpoint, sentinel_master: str | 
 
     extra: list[Any] = []
     fast = ClusterMultiplexer(publisher, client_for_node)
-    attach_fast(commands, fast)
     return RedisHandles(mode, commands, publisher, node_for_channel, client_for_node, extra, fast)

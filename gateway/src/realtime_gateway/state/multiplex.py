@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, Protocol
@@ -97,9 +96,7 @@ class Multiplexer:
         """One command; raises the redis-py exception of an error reply."""
         if self._writer is None:
             await self._connect()
-        fut = self._queue(pack_command(*args))
-        if self.on_command is not None:
-            self.on_command(str(args[0]).lower())
+        fut = self._queue(args)
         reply = await fut
         if isinstance(reply, ResponseError):
             raise reply
@@ -111,9 +108,7 @@ class Multiplexer:
             await self._connect()
         futures = []
         for args in commands:
-            futures.append(self._queue(pack_command(*args)))
-            if self.on_command is not None:
-                self.on_command(str(args[0]).lower())
+            futures.append(self._queue(args))
         try:
             return [await fut for fut in futures]
         except BaseException:
@@ -127,9 +122,7 @@ class Multiplexer:
         an exception instance). None when not connected (the caller takes its slower path)."""
         if self._writer is None:
             return None
-        fut = self._queue(pack_command(*args))
-        if self.on_command is not None:
-            self.on_command(str(args[0]).lower())
+        fut = self._queue(args)
         fut.add_done_callback(_retrieve)
         return fut
 
@@ -151,7 +144,11 @@ class Multiplexer:
             return None
         return entry[1]
 
-    def _queue(self, packed: bytes) -> asyncio.Future[Any]:
+    def _queue(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """Pack the command for the next write and count it; the future gets its reply."""
+        packed = pack_command(*args)
+        if self.on_command is not None:
+            self.on_command(str(args[0]).lower())
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         if not self._pending:
@@ -470,19 +467,3 @@ class ClusterMultiplexer:
         for mux in self._nodes.values():
             await mux.aclose()
         self._nodes.clear()
-
-
-# The command client -> its auto-pipelined twin. Lets code that is handed only the redis-py client
-# (the rate limiter, built by the observability wiring) use the fast connection too.
-_FAST: weakref.WeakKeyDictionary[Any, FastRedis] = weakref.WeakKeyDictionary()
-
-
-def attach_fast(client: Any, fast: FastRedis) -> None:
-    _FAST[client] = fast
-
-
-def fast_for(client: Any) -> FastRedis | None:
-    try:
-        return _FAST.get(client)
-    except TypeError:  # not weak-referenceable: no twin
-        return None
