@@ -9,6 +9,11 @@ handed to the dispatcher (which emits to the fan-out), so a committed offset nev
 undelivered record; the commit runs in the background while the next batch is processed.
 Redeliveries are dropped by the eventId dedup.
 
+Records are read ahead while a batch is delivered (``_read_ahead``): aiokafka fetches a partition
+again only once its fetched records were taken, so without it a record produced during a batch
+would wait for that batch, then for a fetch, then for the batch ahead of it. The records read
+ahead (at most ``MAX_BATCH_RECORDS``) make the next batch.
+
 A malformed record is logged with topic/partition/offset, counted and skipped, so it never blocks
 its partition. A failing effect (Redis down) is retried with backoff, holding the batch (and so
 its partition), because skipping it would lose the event; a key's later events wait for it.
@@ -112,6 +117,13 @@ class KafkaIngest:
         # Clear while a batch is being delivered.
         self._idle = asyncio.Event()
         self._idle.set()
+        # Records read ahead of the batch in hand, per partition in offset order; ``_ahead_set``
+        # when there are some, ``_ahead_room`` when fewer than MAX_BATCH_RECORDS wait.
+        self._ahead: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = {}
+        self._ahead_count = 0
+        self._ahead_set = asyncio.Event()
+        self._ahead_room = asyncio.Event()
+        self._ahead_room.set()
         self.errors = 0
 
     @property
@@ -214,10 +226,66 @@ class KafkaIngest:
     async def _run(self) -> None:
         consumer = self._consumer = await self._connect()
         self._connected = True
+        reader = asyncio.create_task(self._read_ahead(consumer), name="kafka-read-ahead")
+        try:
+            await self._deliver_batches(consumer)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    def _backoff(self, exc: Exception, what: str, delay: float) -> float:
+        """Count and log a failed loop pass; the delay before the next one."""
+        # aiokafka reconnects by itself; back off so a dead broker does not spin the loop.
+        # Anything else is logged and retried too: a dead loop would stop consumption silently.
+        self.errors += 1
+        self.telemetry.error("consume")
+        if isinstance(exc, KafkaError):
+            log.warning("kafka %s failed (%s); retrying in %.1fs", what, exc, delay)
+        else:
+            log.exception("kafka %s loop failed; retrying in %.1fs", what, delay)
+        return min(delay * 2, _MAX_BACKOFF_S)
+
+    async def _read_ahead(self, consumer: AIOKafkaConsumer) -> None:
+        delay = 0.2
+        while True:
+            await self._ahead_room.wait()
+            try:
+                fetched = await consumer.getmany(
+                    timeout_ms=500, max_records=max(1, MAX_BATCH_RECORDS - self._ahead_count)
+                )
+                delay = 0.2
+            except Exception as exc:
+                wait, delay = delay, self._backoff(exc, "fetch", delay)
+                await asyncio.sleep(wait)
+                continue
+            # No await between aiokafka handing the records out and keeping them: a seek (which
+            # also clears ``_ahead`` for its partition) is either before, and aiokafka dropped
+            # them, or after.
+            for tp, records in fetched.items():
+                self._ahead.setdefault(tp, []).extend(records)
+                self._ahead_count += len(records)
+            if self._ahead_count:
+                self._ahead_set.set()
+            if self._ahead_count >= MAX_BATCH_RECORDS:
+                self._ahead_room.clear()
+
+    async def _next_batch(
+        self, consumer: AIOKafkaConsumer
+    ) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
+        await self._ahead_set.wait()
+        batch, self._ahead, self._ahead_count = self._ahead, {}, 0
+        self._ahead_set.clear()
+        self._ahead_room.set()
+        # Records of a partition this instance lost meanwhile are left to its new owner.
+        assigned = consumer.assignment()
+        return {tp: records for tp, records in batch.items() if tp in assigned}
+
+    async def _deliver_batches(self, consumer: AIOKafkaConsumer) -> None:
         delay = 0.2
         while True:
             try:
-                batch = await consumer.getmany(timeout_ms=500, max_records=MAX_BATCH_RECORDS)
+                batch = await self._next_batch(consumer)
                 if batch:
                     self._idle.clear()
                     try:
@@ -226,6 +294,7 @@ class KafkaIngest:
                         # Not expected (effects are retried inside); read the batch again rather
                         # than let the next batch's commit pass records never delivered.
                         for tp, records in batch.items():
+                            self._forget_ahead(tp)
                             with contextlib.suppress(Exception):
                                 consumer.seek(tp, records[0].offset)
                         raise
@@ -238,16 +307,16 @@ class KafkaIngest:
                         return
                 delay = 0.2
             except Exception as exc:
-                # aiokafka reconnects by itself; back off so a dead broker does not spin the loop.
-                # Anything else is logged and retried too: a dead loop would stop consumption silently.
-                self.errors += 1
-                self.telemetry.error("consume")
-                if isinstance(exc, KafkaError):
-                    log.warning("kafka consume failed (%s); retrying in %.1fs", exc, delay)
-                else:
-                    log.exception("kafka consume loop failed; retrying in %.1fs", delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_BACKOFF_S)
+                wait, delay = delay, self._backoff(exc, "consume", delay)
+                await asyncio.sleep(wait)
+
+    def _forget_ahead(self, tp: TopicPartition) -> None:
+        dropped = self._ahead.pop(tp, [])
+        self._ahead_count -= len(dropped)
+        if not self._ahead:
+            self._ahead_set.clear()
+        if self._ahead_count < MAX_BATCH_RECORDS:
+            self._ahead_room.set()
 
     # --- commits ----------------------------------------------------------------------------
 
