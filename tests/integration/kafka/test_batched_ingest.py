@@ -337,6 +337,72 @@ async def test_one_orders_events_of_a_batch_share_history_calls_in_order(
     assert stats["cmdstat_eval"]["calls"] < per_order // 2, stats["cmdstat_eval"]
 
 
+class FlakyHistory(RedisHistory):
+    """The Redis history, but the append of ``fail_on`` fails ``left`` times: when it is started
+    (``mode="start"``) or in the round trip, together with everything it went out with (``"flush"``,
+    as a dropped connection fails them)."""
+
+    def __init__(self, client: aioredis.Redis, fail_on: str, left: int, mode: str) -> None:
+        super().__init__(client)
+        self.fail_on, self.left, self.mode = fail_on, left, mode
+
+    def start_append(
+        self, order_id: str, event: str, data: dict[str, Any], publish: bytes | None
+    ) -> asyncio.Future[str]:
+        if self.mode == "start" and self.left and data.get("eventId") == self.fail_on:
+            self.left -= 1
+            raise ConnectionError("redis went away")
+        return super().start_append(order_id, event, data, publish)
+
+    async def _run(self, batch: list[Any]) -> None:
+        if self.mode == "flush" and self.left and any(self.fail_on in p.fields for p in batch):
+            self.left -= 1
+            for pending in batch:
+                pending.future.set_exception(ConnectionError("redis went away"))
+            return
+        await super()._run(batch)
+
+
+@pytest.mark.parametrize("mode", ["start", "flush"])
+async def test_started_events_that_fail_are_retried_in_order(
+    kafka_broker: KafkaBroker, redis_client: aioredis.Redis, mode: str
+) -> None:
+    """Order-room events start without a task each (``Dispatcher.start_claimed``); one that fails
+    is retried, and its order's later events of the batch wait for it: each order's history is
+    complete and in produce order, and every offset is committed."""
+    config = config_for(kafka_broker, partitions=2)
+    await ensure_topics(config)
+    orders = [f"flaky{i}" for i in range(6)]
+    per_order = 8
+    await produce_interleaved(kafka_broker, config.topic("orderEvents"), orders, per_order)
+    history = FlakyHistory(redis_client, "flaky0-2", 3, mode)
+    emitter = ReliableEmitter(cast(Any, None))  # with history_publishes the manager is not used
+    emitter.history, emitter.history_publishes = history, True
+    dispatcher = Dispatcher(emitter, NoAccess(), MemoryOfferStore(), RedisDedupStore(redis_client))
+    ingest = KafkaIngest(config, dispatcher)
+    ingest.start()
+    total = len(orders) * per_order
+    try:
+
+        async def all_delivered() -> bool:
+            return dispatcher.stats.by_outcome["delivered"] >= total
+
+        await until(all_delivered, "every event appended")
+
+        async def all_committed() -> bool:
+            return sum((await committed(kafka_broker, config.consumer_group)).values()) == total
+
+        await until(all_committed, "every offset committed")
+    finally:
+        await ingest.stop()
+    assert history.left == 0, "the failures were not all used"
+    assert ingest.errors == 0
+    for order_id in orders:
+        recovery = await history.recover(order_id, Position("", 0))
+        assert [e.data["seq"] for e in recovery.events] == list(range(per_order)), order_id
+    assert dispatcher.stats.by_outcome["delivered"] == total
+
+
 # --- the batched Redis calls --------------------------------------------------------------------
 
 

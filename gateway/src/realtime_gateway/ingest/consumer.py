@@ -4,9 +4,13 @@ Each ``getmany()`` batch is handled as a whole: the records are parsed, every ev
 in one round trip (the dispatcher's dedup), and the claimed events run grouped by record key:
 one key's events one after another in offset order (the contract keys by order id, so an order's
 events reach clients in produce order), different keys concurrently, so their store and history
-writes share round trips. Offsets are committed once per batch, after every record of it was
-handed to the dispatcher (which emits to the fan-out), so a committed offset never passes an
-undelivered record; the commit runs in the background while the next batch is processed.
+writes share round trips. A key whose events are all order-room-only, while emits go out in call
+order (the Redis history), is started without a task or coroutine per event: its emits join the
+history's next script call in offset order and the batch waits for their futures.
+
+Offsets are committed once per batch, after every record of it was handed to the dispatcher
+(which emits to the fan-out), so a committed offset never passes an undelivered record; the
+commit runs in the background while the next batch is processed.
 Redeliveries are dropped by the eventId dedup.
 
 Records are read ahead while a batch is delivered (``_read_ahead``): aiokafka fetches a partition
@@ -87,6 +91,16 @@ class _Item:
     def where(self) -> str:
         r = self.record
         return f"{r.topic}/{r.partition}@{r.offset}"
+
+
+class _Untried(Exception):
+    """Stands for a started group's event left for the retry because an earlier one failed."""
+
+
+def _untried(item: _Item) -> asyncio.Future[Any]:
+    future = asyncio.get_running_loop().create_future()
+    future.set_exception(_Untried(item.where))
+    return future
 
 
 class KafkaIngest:
@@ -454,10 +468,62 @@ class KafkaIngest:
             else:
                 item.finished = True
                 self._counts[(item.record.topic, verdict.value)] += 1
-        if len(groups) == 1:
-            await self._deliver_group(next(iter(groups.values())))
-        elif groups:
-            await asyncio.gather(*(self._deliver_group(group) for group in groups.values()))
+        waits = []
+        started = self._start_groups(groups)
+        if started:
+            waits.append(self._settle(started))
+        waits.extend(self._deliver_group(group) for group in groups.values())
+        if len(waits) == 1:
+            await waits[0]
+        elif waits:
+            await asyncio.gather(*waits)
+
+    def _start_groups(self, groups: dict[Hashable, list[_Item]]) -> list[tuple[_Item, asyncio.Future[Any]]]:
+        """Start the groups whose every event the dispatcher can start (order-room-only events
+        while emits go out in call order) and take them out of ``groups``: their emits leave in
+        one history script call, each key's in offset order, with no task per event."""
+        dispatcher = self._dispatcher
+        started: list[tuple[_Item, asyncio.Future[Any]]] = []
+        for key, group in list(groups.items()):
+            if not all(dispatcher.can_start(item.event) for item in group):
+                continue
+            del groups[key]
+            for item in group:
+                record = item.record
+                try:
+                    with self.telemetry.consume_span(
+                        record.topic, record.partition, record.offset, record.headers, item.correlation_id
+                    ):
+                        future = dispatcher.start_claimed(item.event)
+                except Exception as exc:
+                    # The key's later events wait for the retry, which redoes this one first.
+                    item.error = exc
+                    failed = asyncio.get_running_loop().create_future()
+                    failed.set_exception(exc)
+                    started.append((item, failed))
+                    started.extend((later, _untried(later)) for later in group[group.index(item) + 1 :])
+                    break
+                started.append((item, future))
+        return started
+
+    async def _settle(self, started: list[tuple[_Item, asyncio.Future[Any]]]) -> None:
+        """Wait for started events; each is then delivered, or its claim is released for the retry."""
+        try:
+            await asyncio.gather(*(future for _, future in started), return_exceptions=True)
+        except asyncio.CancelledError:
+            await self._dispatcher.release([item.event for item, _ in started if not item.finished])
+            raise
+        release = []
+        for item, future in started:
+            exc = future.exception()
+            if exc is None:
+                item.finished = True
+                self._counts[(item.record.topic, self._dispatcher.applied(item.event).value)] += 1
+                continue
+            if not isinstance(exc, _Untried):
+                item.error = exc
+            release.append(item.event)
+        await self._dispatcher.release(release)
 
     async def _deliver_group(self, group: list[_Item]) -> None:
         """One key's claimed events, in order; the first failure leaves the rest for the retry.

@@ -13,12 +13,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from pydantic import AwareDatetime, TypeAdapter
 
 from realtime_gateway.ingest import envelope as ev
-from realtime_gateway.ingest.ports import DedupStore, Emitter, OfferStore, OrderAccessStore
+from realtime_gateway.ingest.ports import (
+    CallOrderEmitter,
+    DedupStore,
+    Emitter,
+    OfferStore,
+    OrderAccessStore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +147,21 @@ class Dispatcher:
         except BaseException:
             await self.release([event])
             raise
+        return self.applied(event)
+
+    def can_start(self, event: ev.Event) -> bool:
+        """Whether :meth:`start_claimed` takes ``event``: an order-room-only event while the
+        emitter takes order-room emits in call order."""
+        return event.type in ORDER_ROOM_ONLY_TYPES and self.emits_in_call_order
+
+    def start_claimed(self, event: ev.Event) -> asyncio.Future[Any]:
+        """:meth:`apply_claimed` for an event :meth:`can_start` takes, up to the round trip (no
+        task or coroutine per event): done when the event was emitted. The caller then calls
+        :meth:`applied`, or :meth:`release` if it failed."""
+        order_id, name, data = self._order_room_emit(event)
+        return cast(CallOrderEmitter, self._emitter).start_to_order(order_id, name, data)
+
+    def applied(self, event: ev.Event) -> Outcome:
         self.stats.by_type[event.type] += 1
         self.stats.by_outcome[Outcome.DELIVERED] += 1
         return Outcome.DELIVERED
@@ -174,8 +195,8 @@ class Dispatcher:
                 await self._access.record_created(p.order_id, p.customer_id)
             case ev.OrderAssigned():
                 await self._access.record_assigned(p.order_id, p.porter_id)
-            case ev.OrderStatusChanged():
-                await self._emitter.to_order(p.order_id, ORDER_STATUS, self._status(env, p.wire()))
+            case ev.OrderStatusChanged() | ev.ChatMessageSent():
+                await self._emitter.to_order(*self._order_room_emit(event))
             case ev.OrderClosed():
                 final = env.type.removeprefix("order.")
                 # Access goes first: a client that has seen the final status must not be able to
@@ -195,12 +216,19 @@ class Dispatcher:
                 await self._emitter.to_admins(
                     PORTER_AVAILABILITY, {**p.wire(), "occurredAt": self._occurred(env)}
                 )
-            case ev.ChatMessageSent():
-                data = p.wire()
-                data.setdefault("clientMessageId", None)
-                await self._emitter.to_order(p.order_id, CHAT_MESSAGE, data)
             case _:  # pragma: no cover - PAYLOAD_MODELS and this match are kept in step by a unit test
                 raise AssertionError(f"no dispatch rule for {env.type}")
+
+    def _order_room_emit(self, event: ev.Event) -> tuple[str, str, dict[str, Any]]:
+        """(order id, client event, data) of an ``ORDER_ROOM_ONLY_TYPES`` event."""
+        p = event.payload
+        if isinstance(p, ev.OrderStatusChanged):
+            return p.order_id, ORDER_STATUS, self._status(event.envelope, p.wire())
+        if isinstance(p, ev.ChatMessageSent):
+            data = p.wire()
+            data.setdefault("clientMessageId", None)
+            return p.order_id, CHAT_MESSAGE, data
+        raise AssertionError(f"{event.type} is not an order-room-only type")
 
     @staticmethod
     def _occurred(env: ev.Envelope) -> str:

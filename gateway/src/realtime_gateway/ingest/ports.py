@@ -6,6 +6,7 @@ stores are in :mod:`realtime_gateway.ingest.stores` (Redis and in-memory variant
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -27,6 +28,15 @@ class Emitter(Protocol):
 
     async def to_admins(self, event: str, data: dict[str, Any]) -> None:
         """Every admin socket."""
+
+
+class CallOrderEmitter(Emitter, Protocol):
+    """An emitter that takes order-room emits in call order (``emits_in_call_order``)."""
+
+    def start_to_order(
+        self, order_id: str, event: str, data: dict[str, Any], *, skip_sid: str | None = None
+    ) -> asyncio.Future[Any]:
+        """``to_order`` up to the round trip; the future is done when the event was emitted."""
 
 
 class OrderAccess(Protocol):

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Final, Protocol
 
@@ -16,7 +17,7 @@ import orjson
 from realtime_gateway.fanout.emitter import Emitter, order_room
 from realtime_gateway.fanout.manager import RoomFanoutManager
 from realtime_gateway.observability.tracing import current_traceparent
-from realtime_gateway.recovery.history import BUS_PREFIX, TRANSIENT_EVENTS, HistoryStore
+from realtime_gateway.recovery.history import BUS_PREFIX, TRANSIENT_EVENTS, HistoryStore, RedisHistory
 
 QUEUED_EVENTS: Final = frozenset({"notification", "job:offer"})
 
@@ -38,22 +39,32 @@ class ReliableEmitter(Emitter):
         if self.history is None or event in TRANSIENT_EVENTS or not isinstance(data, dict):
             await super().to_order(order_id, event, data, skip_sid=skip_sid)
             return
-        room = order_room(order_id)
         if self.history_publishes:
-            envelope = {
-                "r": room,
-                "e": event,
-                "n": None,
-                "s": skip_sid,
-                "t": time.time(),
-                "tp": current_traceparent(),  # the delivering instances' emit spans join this trace
-            }
-            head = orjson.dumps(envelope)[:-1] + b',"d":'
-            await self.history.append(order_id, event, data, publish=BUS_PREFIX + head + b"\0}")
+            await self.start_to_order(order_id, event, data, skip_sid=skip_sid)
             return
         _, stamped, appended = await self.history.append(order_id, event, data)
         if appended:
-            await self.manager.emit_room(room, event, stamped, skip_sid=skip_sid)
+            await self.manager.emit_room(order_room(order_id), event, stamped, skip_sid=skip_sid)
+
+    def start_to_order(
+        self, order_id: str, event: str, data: dict[str, Any], *, skip_sid: str | None = None
+    ) -> asyncio.Future[Any]:
+        """:meth:`to_order` of a non-transient event when the history publishes (Redis), up to the
+        round trip: emits started in one loop iteration go out in one history script call, in
+        call order, without a task each. The future is done when the event was published."""
+        history = self.history
+        if not (self.history_publishes and isinstance(history, RedisHistory)) or event in TRANSIENT_EVENTS:
+            raise RuntimeError("start_to_order needs a publishing history and a non-transient event")
+        envelope = {
+            "r": order_room(order_id),
+            "e": event,
+            "n": None,
+            "s": skip_sid,
+            "t": time.time(),
+            "tp": current_traceparent(),  # the delivering instances' emit spans join this trace
+        }
+        head = orjson.dumps(envelope)[:-1] + b',"d":'
+        return history.start_append(order_id, event, data, BUS_PREFIX + head + b"\0}")
 
     async def to_user(self, user_id: str, event: str, data: Any, *, skip_sid: str | None = None) -> None:
         offline = self.offline

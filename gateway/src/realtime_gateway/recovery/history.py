@@ -244,6 +244,16 @@ class RedisHistory:
         self, order_id: str, event: str, data: dict[str, Any], *, publish: bytes | None = None
     ) -> tuple[Position, dict[str, Any], bool]:
         """``publish``: the fan-out message with ``data`` cut out, as ``head + b"\\0" + tail``."""
+        off, epoch, appended = (await self.start_append(order_id, event, data, publish)).split(",")
+        position = Position(epoch, int(off))
+        stamped = {**data, "offset": position.offset, "epoch": position.epoch}
+        return position, stamped, appended == "1"
+
+    def start_append(
+        self, order_id: str, event: str, data: dict[str, Any], publish: bytes | None
+    ) -> asyncio.Future[str]:
+        """:meth:`append` up to the round trip: appends started in one loop iteration go out in
+        one script call, in call order. The future's result is ``"offset,epoch,appended"``."""
         body = orjson.dumps(data).decode()
         head, sep = body[:-1], ("," if data else "")
         channel, msg_head, msg_tail = "", "", ""
@@ -261,10 +271,7 @@ class RedisHistory:
             # Runs after every task that is ready in this loop iteration had its turn to add its append.
             loop.call_soon(self._flush)
         self._pending.append(pending)
-        off, epoch, appended = (await pending.future).split(",")
-        position = Position(epoch, int(off))
-        stamped = {**data, "offset": position.offset, "epoch": position.epoch}
-        return position, stamped, appended == "1"
+        return pending.future
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
