@@ -27,7 +27,7 @@ from socketio import packet as sio_packet
 from realtime_gateway.fanout.bus import Bus
 from realtime_gateway.observability.tracing import current_traceparent, remote_parent
 from realtime_gateway.state.keys import room_channel
-from realtime_gateway.transport.direct import DirectSocket, message_frame
+from realtime_gateway.transport.direct import DirectSocket, message_frame, text_frame
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +38,47 @@ def _encode_event(packet_class: Any, namespace: str, data: list[Any]) -> tuple[b
     """The Socket.IO EVENT packet for ``data`` as python-socketio's ``Packet.encode`` writes it,
     in UTF-8 (the frame's encoding), and its binary attachments. orjson refuses what needs the
     packet class's care (bytes, integers beyond 64 bits, non-string keys): those take its path."""
-    try:
-        body = orjson.dumps(data)
-    except TypeError:
+    body = _encode_body(data)
+    if body is None:
         encoded = packet_class(sio_packet.EVENT, namespace=namespace, data=data).encode()
         if isinstance(encoded, list):
             return encoded[0].encode(), list(encoded[1:])
         return encoded.encode(), []
+    return _with_namespace(namespace, body), []
+
+
+def _encode_body(data: list[Any]) -> bytes | None:
+    """The JSON array of an EVENT packet, the same in every namespace; None when orjson refuses."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return None
+
+
+def _with_namespace(namespace: str, body: bytes) -> bytes:
     if namespace == "/":
-        return b"2" + body, []
-    return b"2" + namespace.encode() + b"," + body, []
+        return b"2" + body
+    return b"2" + namespace.encode() + b"," + body
+
+
+_MESSAGE_PREFIXES: dict[str, bytes] = {}
+
+
+def _message_frame(namespace: str, body: bytes) -> bytes:
+    """``message_frame(_with_namespace(namespace, body))`` with the namespace's prefix made once."""
+    prefix = _MESSAGE_PREFIXES.get(namespace)
+    if prefix is None:
+        prefix = b"4" + _with_namespace(namespace, b"")
+        if len(_MESSAGE_PREFIXES) < 64:  # namespaces are the server's few
+            _MESSAGE_PREFIXES[namespace] = prefix
+    return text_frame(prefix + body)
+
+
+def _event_args(event: str, data: Any) -> list[Any]:
+    """``[event, *args]`` as python-socketio's emit builds it from ``data``."""
+    if isinstance(data, tuple):
+        return [event, *data]
+    return [event] if data is None else [event, data]
 
 
 class _KeyedLocks:
@@ -215,11 +246,33 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
         skip_sid: str | None,
         sent_at: float | None = None,
     ) -> None:
-        for namespace in list(self.rooms) if namespaces is None else namespaces:
-            if room in self.rooms.get(namespace, ()):
+        rooms = self.rooms
+        body: bytes | None = None
+        for namespace in list(rooms) if namespaces is None else namespaces:
+            ns_rooms = rooms.get(namespace)
+            if ns_rooms is None or room not in ns_rooms:
+                continue
+            if body is None:  # once per room message, not per namespace
+                body = _encode_body(_event_args(event, data)) or b""
+            if not body:
                 await self._emit_local(event, data, namespace, room, skip_sid)
                 self._delivered(namespace, event, room, skip_sid, sent_at)
-                sent_at = None  # one latency observation per room message on this instance
+                sent_at = None
+                continue
+            # The GPS stream's path: _emit_local and _delivered on one snapshot of the members.
+            participants = list(ns_rooms[room]._fwdm.items())
+            recipients = len(participants)
+            if skip_sid is not None:
+                skip = skip_sid if isinstance(skip_sid, list) else (skip_sid,)
+                participants = [p for p in participants if p[0] not in skip]
+                if isinstance(skip_sid, str):  # a list of held sockets still counts as sent
+                    recipients = len(participants)
+            queued = self._write_frame(participants, _message_frame(namespace, body))
+            if queued:
+                await self._queue(queued, _with_namespace(namespace, body), [])
+            if self.on_delivered is not None:
+                self.on_delivered(namespace, event, recipients, sent_at)
+            sent_at = None  # one latency observation per room message on this instance
 
     async def _emit_local(self, event: str, data: Any, namespace: str, room: Any, skip_sid: Any) -> None:
         """python-socketio's ``AsyncManager.emit`` without a callback, minus its task per recipient:
@@ -227,22 +280,46 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
         that writes directly (``transport/direct.py``); others get the Engine.IO packet queued."""
         if namespace not in self.rooms:
             return
-        args = list(data) if isinstance(data, tuple) else ([] if data is None else [data])
-        skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
-        text, attachments = _encode_event(self.server.packet_class, namespace, [event, *args])
-        frame = None if attachments else message_frame(text)
-        pkts: list[Any] | None = None
+        text, attachments = _encode_event(self.server.packet_class, namespace, _event_args(event, data))
+        if attachments:
+            queued = [(sid, eio_sid) for sid, eio_sid in self._participants(namespace, room, skip_sid)]
+        else:
+            queued = self._write_direct(namespace, room, skip_sid, text)
+        if queued:
+            await self._queue(queued, text, attachments)
+
+    def _participants(self, namespace: str, room: Any, skip_sid: Any) -> list[tuple[str, str]]:
+        """(sid, eio_sid) of the room's members in ``namespace``, a snapshot, minus ``skip_sid``
+        (a sid or a list of them)."""
+        if isinstance(room, str) or room is None:
+            members = self.rooms[namespace].get(room)
+            participants = list(members._fwdm.items()) if members is not None else []
+        else:
+            participants = list(self.get_participants(namespace, room))
+        if skip_sid is None:
+            return participants
+        skip = skip_sid if isinstance(skip_sid, list) else (skip_sid,)
+        return [p for p in participants if p[0] not in skip]
+
+    def _write_direct(self, namespace: str, room: Any, skip_sid: Any, text: bytes) -> list[tuple[str, str]]:
+        """Write the EVENT packet ``text`` as one frame to every member that writes directly;
+        returns the members that do not (their packets go through Engine.IO)."""
+        return self._write_frame(self._participants(namespace, room, skip_sid), message_frame(text))
+
+    def _write_frame(self, participants: list[tuple[str, str]], frame: bytes) -> list[tuple[str, str]]:
         sockets = self.server.eio.sockets
-        send = self.server._send_eio_packet
-        for sid, eio_sid in list(self.get_participants(namespace, room)):
-            if sid in skip:
-                continue
+        queued: list[tuple[str, str]] = []
+        for sid, eio_sid in participants:
             sock = sockets.get(eio_sid)
-            if frame is not None and isinstance(sock, DirectSocket) and sock.write_frame(frame):
-                continue
-            if pkts is None:
-                pkts = [eio_packet.Packet(eio_packet.MESSAGE, text.decode())]
-                pkts += [eio_packet.Packet(eio_packet.MESSAGE, a) for a in attachments]
+            if not (isinstance(sock, DirectSocket) and sock.write_frame(frame)):
+                queued.append((sid, eio_sid))
+        return queued
+
+    async def _queue(self, recipients: list[tuple[str, str]], text: bytes, attachments: list[bytes]) -> None:
+        pkts = [eio_packet.Packet(eio_packet.MESSAGE, text.decode())]
+        pkts += [eio_packet.Packet(eio_packet.MESSAGE, a) for a in attachments]
+        send = self.server._send_eio_packet
+        for sid, eio_sid in recipients:
             try:
                 for p in pkts:
                     await send(eio_sid, p)
@@ -252,9 +329,14 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
     def _delivered(self, namespace: str, event: str, room: Any, skip_sid: Any, sent_at: float | None) -> None:
         if self.on_delivered is None:
             return
-        members = self.rooms.get(namespace, {}).get(room) or {}
-        skipped = 1 if isinstance(skip_sid, str) and skip_sid in members else 0
-        self.on_delivered(namespace, event, len(members) - skipped, sent_at)
+        members = self.rooms.get(namespace, {}).get(room)
+        if members is None:
+            recipients = 0
+        else:
+            recipients = len(members)
+            if isinstance(skip_sid, str) and skip_sid in members:
+                recipients -= 1
+        self.on_delivered(namespace, event, recipients, sent_at)
 
     async def _on_bus_message(self, payload: bytes) -> None:
         # An instance also hears its own publications on rooms it has members in; it already

@@ -8,6 +8,7 @@ no user, order or socket ids ever become labels.
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
@@ -118,24 +119,46 @@ def _ns(key: LabelKey) -> LabelKey:
 
 
 class PendingCounts(Collector):
-    """Counter increments of the hot path (each event, each delivery), kept as plain numbers and
-    added to their Prometheus children when the registry is collected, which every scrape and
-    sample read starts with. A child's ``inc`` validates and takes a lock on each call; a dict
+    """Counter increments and histogram observations of the hot path (each event, each delivery,
+    each room message's fan-out latency), kept as plain numbers and added to their Prometheus
+    children when the registry is collected, which every scrape and sample read starts with. A
+    child's ``inc`` or ``observe`` validates and takes a lock on each call; a dict or list
     update is a fraction of that. Registered first in the registry, so it runs before the
     collectors that read the children. Counting and scraping both happen on the event loop.
     """
 
     def __init__(self) -> None:
         self.counts: dict[Any, float] = {}
+        # histogram (or child) -> [its upper bounds, count per bucket, sum]
+        self.observations: dict[Any, list[Any]] = {}
 
     def add(self, child: Any, amount: float = 1) -> None:
         counts = self.counts
         counts[child] = counts.get(child, 0) + amount
 
+    def observe(self, histogram: Any, value: float) -> None:
+        """``histogram.observe(value)`` (an unlabelled histogram or a child) at collect time: the
+        bucket found as Histogram.observe finds it (the first upper bound >= value)."""
+        if value != value:  # NaN lands in no bucket there; keep that path
+            histogram.observe(value)
+            return
+        pending = self.observations.get(histogram)
+        if pending is None:
+            bounds = histogram._upper_bounds
+            pending = self.observations[histogram] = [bounds, [0] * len(bounds), 0.0]
+        pending[1][bisect_left(pending[0], value)] += 1
+        pending[2] += value
+
     def flush(self) -> None:
         counts, self.counts = self.counts, {}
         for child, amount in counts.items():
             child.inc(amount)
+        observations, self.observations = self.observations, {}
+        for histogram, (_, buckets, total) in observations.items():
+            for i, n in enumerate(buckets):
+                if n:
+                    histogram._buckets[i].inc(n)
+            histogram._sum.inc(total)
 
     def describe(self) -> list[PromMetric]:
         return []

@@ -280,6 +280,30 @@ def install_operations(gateway: Gateway, app: web.Application) -> Operations:
             return None
         return err(LIMIT_EXCEEDED, f"at most {config.max_subscriptions} subscriptions per socket")
 
+    # protect's synchronous form (transport/handlers.SyncGuard) where the limiter answers without
+    # I/O (in memory) and the event is not a subscription: the GPS stream's guard, per update.
+    refusal_now = getattr(limiter, "refusal", None)
+
+    def protect_sync_for(event: str) -> Callable[[Conn, Any], dict[str, Any] | None] | None:
+        if refusal_now is None or event == "order:subscribe":
+            return None
+        event_class = classify(event)
+
+        def check(conn: Conn, data: Any) -> dict[str, Any] | None:
+            decision = refusal_now(conn.claims.user_id, event_class)
+            if decision is None:
+                return None
+            metrics.rate_limit(event_class)
+            return err(
+                ErrorCode.RATE_LIMITED,
+                f"too many {event_class} events, retry later",
+                retryAfterMs=decision.retry_after_ms,
+            )
+
+        return check
+
+    protect.sync_for = protect_sync_for  # type: ignore[attr-defined]
+
     handlers.connect_guards.insert(0, admission)
     handlers.event_guards.insert(0, protect)
     handlers.observers.append(MetricsObserver(ops))
@@ -382,6 +406,7 @@ def _delivery_recorder(
     traced = tracing.enabled
     fanout_latency = metrics.fanout_latency
     location_latency = metrics.location_latency
+    observe = metrics.pending.observe  # folded into the histograms at collect time
 
     def record(namespace: str, event: str, recipients: int, sent_at: float | None) -> None:
         if recipients <= 0:
@@ -393,9 +418,9 @@ def _delivery_recorder(
             latency = time.time() - sent_at
             if latency < 0.0:
                 latency = 0.0
-            fanout_latency.observe(latency)
+            observe(fanout_latency, latency)
             if event == "porter:location":
-                location_latency.observe(latency)
+                observe(location_latency, latency)
 
     return record
 

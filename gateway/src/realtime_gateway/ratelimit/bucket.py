@@ -114,6 +114,30 @@ class MemoryRateLimiter:
         self._buckets[(event_class, key)] = (tokens, last)
         return decision
 
+    def refusal(self, key: str, event_class: EventClass, cost: int = 1) -> RateDecision | None:
+        """``hit`` for callers that only act on a refusal, synchronously: the same bucket step,
+        None when allowed (no decision is built for the common case), else the refused decision.
+        The GPS stream calls this once per update."""
+        rule = self._rules.get(event_class) or DEFAULT_RULES[event_class]
+        now = self._clock()
+        bucket = (event_class, key)
+        entry = self._buckets.get(bucket)
+        if entry is None:
+            tokens, last = float(rule.points), now
+        else:
+            tokens, last = entry
+        # take(), inlined (tests/unit/observability/test_ratelimit.py holds them equal).
+        if now > last:
+            tokens = min(float(rule.points), tokens + (now - last) * rule.per_ms)
+            last = now
+        if len(self._buckets) >= self._max:
+            self._evict_full(now)
+        if tokens >= cost:
+            self._buckets[bucket] = (tokens - cost, last)
+            return None
+        self._buckets[bucket] = (tokens, last)
+        return RateDecision(False, math.ceil((cost - tokens) / rule.per_ms), math.floor(tokens))
+
     def _evict_full(self, now: float) -> None:
         # A bucket untouched for a whole window is full again: forgetting it changes nothing.
         stale = [

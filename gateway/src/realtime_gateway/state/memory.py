@@ -41,6 +41,10 @@ class MemoryOrderAccessStore:
                     del self._porter_orders[old.porter_id]
 
     async def orders_of_porter(self, porter_id: str) -> set[str]:
+        return self.porter_orders_now(porter_id)
+
+    def porter_orders_now(self, porter_id: str) -> set[str]:
+        """``orders_of_porter`` without a coroutine (a copy: callers may keep it)."""
         return set(self._porter_orders.get(porter_id, ()))
 
 
@@ -194,7 +198,7 @@ class MemoryLocationStore:
 
     async def put(self, porter_id: str, location: dict[str, Any]) -> set[str]:
         self._locations[porter_id] = (time.time() + self._ttl, location)
-        return await self._orders.orders_of_porter(porter_id)
+        return self._orders.porter_orders_now(porter_id)  # once per GPS update: no second coroutine
 
     async def get(self, porter_id: str) -> dict[str, Any] | None:
         entry = self._locations.get(porter_id)

@@ -60,6 +60,15 @@ class Conn:
 EventFn = Callable[[Conn, Any], Awaitable[Ack]]
 ConnectGuard = Callable[[str, dict[str, Any], Any], Awaitable[None]]
 EventGuard = Callable[[Conn, str, Any], Awaitable[Ack | None]]
+# A guard's synchronous form for one event: ``sync(conn, data)`` answers what
+# ``await guard(conn, event, data)`` would, without a coroutine. A guard offers it through an
+# attribute ``sync_for(event) -> SyncGuard | None`` (None: that event needs the coroutine).
+SyncGuard = Callable[[Conn, Any], Ack | None]
+
+
+def _sync_form(guard: EventGuard, event: str) -> SyncGuard | None:
+    sync_for = getattr(guard, "sync_for", None)
+    return sync_for(event) if sync_for is not None else None
 
 
 class LocationSink(Protocol):
@@ -278,51 +287,67 @@ class GatewayHandlers:
 
     # --- event dispatch -----------------------------------------------------------------------
     def _wrap(self, event: str, fn: EventFn) -> Callable[..., Awaitable[Ack]]:
+        """The handler python-socketio calls for ``event``: scope, guards, ``fn``, error event and
+        observers in one coroutine (this runs for every client event, the GPS stream included).
+
+        A guard may offer a synchronous form for one event (``guard.sync_for(event)``, see
+        ``SyncGuard``): the same check without a coroutine per call. The forms are looked up
+        again whenever the guard list changes."""
+        known: list[EventGuard] = []  # the guard list the forms were made for
+        forms: list[tuple[EventGuard, SyncGuard | None]] = []
+        scope_of = self
+
         async def handler(namespace: str, sid: str, *args: Any) -> Ack:
-            with self.event_scope(event, namespace):
-                return await self._dispatch(event, fn, namespace, sid, args)
+            with scope_of.event_scope(event, namespace):
+                started = time.perf_counter()
+                conn = scope_of.conns.get(sid)
+                data = args[0] if len(args) == 1 else _NO_PAYLOAD
+                ack: Ack | None = None
+                try:
+                    if conn is None:
+                        ack = err(ErrorCode.INTERNAL, "socket not registered")
+                    else:
+                        guards = scope_of.event_guards
+                        if known != guards:
+                            known[:] = guards
+                            forms[:] = [(g, _sync_form(g, event)) for g in guards]
+                        for guard, sync in forms:
+                            ack = sync(conn, data) if sync is not None else await guard(conn, event, data)
+                            if ack is not None:
+                                break
+                        if ack is None:
+                            ack = await fn(conn, data)
+                except PayloadError as exc:
+                    ack = err(ErrorCode.VALIDATION, str(exc))
+                except Exception:
+                    log.exception("handler for %s failed", event)
+                    ack = err(ErrorCode.INTERNAL, "internal error")
+                if ack.get("ok") is not True:
+                    await scope_of._error_event(namespace, sid, event, ack)
+                scope_of._observe(conn, event, ack, time.perf_counter() - started)
+                return ack
 
         return handler
 
-    async def _dispatch(
-        self, event: str, fn: EventFn, namespace: str, sid: str, args: tuple[Any, ...]
-    ) -> Ack:
-        started = time.perf_counter()
-        conn = self.conns.get(sid)
-        data = args[0] if len(args) == 1 else _NO_PAYLOAD
-        ack: Ack | None = None
+    async def _error_event(self, namespace: str, sid: str, event: str, ack: Ack) -> None:
         try:
-            if conn is None:
-                ack = err(ErrorCode.INTERNAL, "socket not registered")
-            else:
-                for guard in self.event_guards:
-                    ack = await guard(conn, event, data)
-                    if ack is not None:
-                        break
-                if ack is None:
-                    ack = await fn(conn, data)
-        except PayloadError as exc:
-            ack = err(ErrorCode.VALIDATION, str(exc))
+            await self.sio.emit("error", error_event(ack, event), to=sid, namespace=namespace)
         except Exception:
-            log.exception("handler for %s failed", event)
-            ack = err(ErrorCode.INTERNAL, "internal error")
-        await self._finish(conn, namespace, sid, event, ack, started)
-        return ack
+            log.warning("cannot emit error event", exc_info=True)
 
-    async def _finish(
-        self, conn: Conn | None, namespace: str, sid: str, event: str, ack: Ack, started: float
-    ) -> None:
-        if is_error(ack):
-            try:
-                await self.sio.emit("error", error_event(ack, event), to=sid, namespace=namespace)
-            except Exception:
-                log.warning("cannot emit error event", exc_info=True)
-        elapsed = time.perf_counter() - started
+    def _observe(self, conn: Conn | None, event: str, ack: Ack, elapsed: float) -> None:
         for observer in self.observers:
             try:
                 observer.on_event(conn, event, ack, elapsed)
             except Exception:
                 log.warning("observer failed", exc_info=True)
+
+    async def _finish(
+        self, conn: Conn | None, namespace: str, sid: str, event: str, ack: Ack, started: float
+    ) -> None:
+        if is_error(ack):
+            await self._error_event(namespace, sid, event, ack)
+        self._observe(conn, event, ack, time.perf_counter() - started)
 
     async def on_unknown_event(self, event: str, namespace: str, sid: str, *args: Any) -> Ack:
         started = time.perf_counter()

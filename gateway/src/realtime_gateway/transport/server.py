@@ -65,7 +65,22 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         if parsed is None or eio_sid in self._binary_packet:
             await super()._handle_eio_message(eio_sid, data)
             return
-        await self._handle_event(eio_sid, *parsed)
+        namespace, id, payload = parsed
+        event = payload[0] if type(payload) is list and payload else None
+        if id is None and type(event) is str and event in INLINE_EVENTS:
+            # The GPS stream: _handle_event's inline branch without its own coroutine.
+            manager = self.manager
+            sid = manager.sid_from_eio_sid(eio_sid, namespace)
+            if not manager.is_connected(sid, namespace):
+                return
+            handler = self.handlers.get("*", {}).get(event)
+            if handler is not None:
+                try:
+                    await handler(namespace, sid, *payload[1:])
+                except Exception:  # as in a handler task: logged, the socket's reader carries on
+                    log.exception("%s handler failed", event)
+                return
+        await self._handle_event(eio_sid, namespace, id, payload)
 
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: Any, data: Any) -> None:
         event = data[0] if isinstance(data, list) and data else None

@@ -1,0 +1,136 @@
+"""The GPS stream's specialised steps give what the generic steps give: the room frame built
+once per namespace, the synchronous rate-limit step, and histogram observations folded in at
+collect time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram
+
+from realtime_gateway.fanout.manager import _encode_body, _encode_event, _event_args, _message_frame
+from realtime_gateway.observability.metrics import LATENCY_BUCKETS, PendingCounts
+from realtime_gateway.ratelimit import MemoryRateLimiter, RateDecision, RateRule
+from realtime_gateway.transport.direct import message_frame
+from realtime_gateway.transport.server import FastJson, GatewayPacket
+
+pytestmark = pytest.mark.unit
+
+EVENTS: list[tuple[str, Any]] = [
+    ("porter:location", {"orderId": "o-1", "lat": 52.52, "lng": 13.4, "heading": None, "timestamp": 1}),
+    ("order:status", {"text": "é ✓ " * 40}),  # a frame past 125 bytes: two-byte length
+    ("big", {"blob": "x" * 70_000}),  # past 65535: eight-byte length
+    ("tuple", ("a", 1, None)),
+    ("no-args", None),
+    ("keys", {1: "non-string key"}),  # orjson refuses: the packet class's path
+    ("file", {"blob": b"\x00\x01"}),  # binary: attachments
+]
+
+
+@pytest.mark.parametrize("namespace", ["/", "/client", "/admin"])
+@pytest.mark.parametrize(("event", "data"), EVENTS)
+def test_room_frame_matches_the_per_namespace_encoding(
+    namespace: str, event: str, data: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(GatewayPacket, "json", FastJson)  # as create_server configures it
+    args = _event_args(event, data)
+    text, attachments = _encode_event(GatewayPacket, namespace, args)
+    body = _encode_body(args)
+    if body is None:  # orjson refused: the room path takes _emit_local, i.e. _encode_event itself
+        assert event in {"keys", "file"}
+        return
+    assert not attachments
+    assert _message_frame(namespace, body) == message_frame(text)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.ms = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.ms
+
+
+STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["u1", "u2"]),
+        st.sampled_from(["location", "general"]),
+        st.integers(min_value=1, max_value=3),
+        st.floats(min_value=0, max_value=5_000, allow_nan=False),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=STEPS, max_buckets=st.integers(min_value=1, max_value=4))
+def test_refusal_is_hit_without_the_allowed_decision(
+    steps: list[tuple[str, Any, int, float]], max_buckets: int
+) -> None:
+    rules = {"location": RateRule(5, 1.0), "general": RateRule(3, 2.0)}
+    clock_a, clock_b = FakeClock(), FakeClock()
+    generic = MemoryRateLimiter(rules, clock_ms=clock_a, max_buckets=max_buckets)
+    fast = MemoryRateLimiter(rules, clock_ms=clock_b, max_buckets=max_buckets)
+    for key, event_class, cost, advance in steps:
+        clock_a.ms += advance
+        clock_b.ms += advance
+        decision = _run(generic.hit(key, event_class, cost))
+        refused = fast.refusal(key, event_class, cost)
+        if decision.allowed:
+            assert refused is None
+        else:
+            assert refused == decision
+        assert fast._buckets == generic._buckets
+
+
+def _run(coro: Any) -> RateDecision:
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    raise AssertionError("the in-memory limiter does not wait")
+
+
+VALUES = st.lists(
+    st.one_of(
+        st.sampled_from([*LATENCY_BUCKETS, 0.0, -1.0, float("inf")]),
+        st.floats(min_value=-1, max_value=20, allow_nan=False),
+    ),
+    max_size=50,
+)
+
+
+def _histogram_samples(histogram: Histogram) -> dict[str, float]:
+    return {
+        f"{s.name}{sorted(s.labels.items())}": s.value
+        for metric in histogram.collect()
+        for s in metric.samples
+        if not s.name.endswith("_created")
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=VALUES, nan=st.booleans())
+def test_pending_observations_equal_observe(values: list[float], nan: bool) -> None:
+    if nan:
+        values = [*values, float("nan")]
+    direct = Histogram("h", "h", buckets=LATENCY_BUCKETS, registry=CollectorRegistry())
+    folded = Histogram("h", "h", buckets=LATENCY_BUCKETS, registry=CollectorRegistry())
+    pending = PendingCounts()
+    for value in values:
+        direct.observe(value)
+        pending.observe(folded, value)
+    pending.flush()
+    expected, got = _histogram_samples(direct), _histogram_samples(folded)
+    assert expected.keys() == got.keys()
+    for name, value in expected.items():
+        if value != value:  # a NaN sum stays NaN
+            assert got[name] != got[name]
+        else:
+            assert got[name] == pytest.approx(value, rel=1e-9, abs=1e-9), name
+    # Flushed once: a second collect adds nothing.
+    pending.flush()
+    assert _histogram_samples(folded).keys() == got.keys()
