@@ -138,6 +138,7 @@ def build_gateway(settings: Settings) -> Gateway:
     ingest = IngestBridge(
         kafka=None if settings.embedded else kafka_config_from_settings(settings),
         redis=redis.commands if redis is not None else None,
+        fast=redis.fast if redis is not None else None,
         emitter=emitter,
         access=stores.orders,
         verify=verifier.verify,

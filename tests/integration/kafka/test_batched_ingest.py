@@ -28,7 +28,10 @@ from realtime_gateway.ingest.stores import MemoryOfferStore, RedisDedupStore
 from realtime_gateway.ingest.topics import ensure_topics
 from realtime_gateway.recovery.emitter import ReliableEmitter
 from realtime_gateway.recovery.history import Position, RedisHistory
+from realtime_gateway.settings import parse_redis_url
+from realtime_gateway.state.connect import open_redis
 from realtime_gateway.state.keys import room_channel
+from realtime_gateway.state.multiplex import FastRedis
 from tests.integration.kafka.conftest import NoAccess
 from tests.support.kafka_fixtures import unique_name
 from tests.support.kafka_server import KafkaBroker
@@ -424,18 +427,54 @@ async def any_redis(
     await client.aclose()
 
 
-async def test_dedup_claims_a_batch_at_once(any_redis: Any) -> None:
-    dedup = RedisDedupStore(any_redis)
+@pytest.fixture(params=["redis-py", "auto-pipelined"])
+async def fast_of(
+    request: pytest.FixtureRequest, any_redis: Any, redis_server: RedisServer, redis_cluster: RedisCluster
+) -> AsyncIterator[FastRedis | None]:
+    """None (redis-py calls), or the app's auto-pipelined connection(s) to the same Redis."""
+    if request.param == "redis-py":
+        yield None
+        return
+    if isinstance(any_redis, aioredis.RedisCluster):
+        hosts = ",".join(f"{h}:{p}" for h, p in redis_cluster.startup_nodes)
+        handles = open_redis("cluster", parse_redis_url(f"redis://{hosts}"))
+    else:
+        handles = open_redis("standalone", parse_redis_url(redis_server.url))
+    await handles.start()
+    try:
+        yield handles.fast
+    finally:
+        await handles.aclose()
+
+
+def count_commands(fast: FastRedis | None) -> list[str]:
+    """The commands ``fast`` sends from now on."""
+    used: list[str] = []
+    if fast is not None:
+        fast.on_command = used.append
+    return used
+
+
+async def test_dedup_claims_a_batch_at_once(any_redis: Any, fast_of: FastRedis | None) -> None:
+    dedup = RedisDedupStore(any_redis, fast=fast_of)
+    used = count_commands(fast_of)
     assert await dedup.claim_many(["c"]) == [True]
     # A repeat inside the batch is claimed by its first occurrence only.
     assert await dedup.claim_many(["a", "b", "a", "c", "d"]) == [True, True, False, False, True]
     assert 0 < await any_redis.ttl("event:seen:a") <= 24 * 3600
     await dedup.forget_many(["a", "b"])
     assert await dedup.claim_many(["a", "b", "d"]) == [True, True, False]
+    # The claim script goes through the fast connection; on Cluster a batch's keys span slots, so
+    # the claims are a redis-py pipeline there.
+    fast_claims = fast_of is not None and not isinstance(any_redis, aioredis.RedisCluster)
+    assert ("eval" in used) == fast_claims, used
 
 
-async def test_concurrent_history_appends_keep_each_room_in_order(any_redis: Any) -> None:
-    history = RedisHistory(any_redis)
+async def test_concurrent_history_appends_keep_each_room_in_order(
+    any_redis: Any, fast_of: FastRedis | None
+) -> None:
+    history = RedisHistory(any_redis, fast=fast_of)
+    used = count_commands(fast_of)
     rooms = [f"r{i}" for i in range(8)]
     # Issued in one loop turn, interleaved across rooms: one script call (one per slot on Cluster).
     calls = [(room, seq) for seq in range(5) for room in rooms]
@@ -459,6 +498,7 @@ async def test_concurrent_history_appends_keep_each_room_in_order(any_redis: Any
         recovery = await history.recover(room, Position(epochs[room], 0))
         assert recovery.recovered
         assert [e.data["seq"] for e in recovery.events] == [0, 1, 2, 3, 4]
+    assert ("eval" in used) == (fast_of is not None), used
 
 
 async def test_history_publishes_each_rooms_events_in_offset_order(redis_client: aioredis.Redis) -> None:

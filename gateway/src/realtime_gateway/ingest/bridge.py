@@ -27,6 +27,7 @@ from realtime_gateway.ingest.stores import (
 )
 from realtime_gateway.ingest.telemetry import IngestTelemetry
 from realtime_gateway.state.base import OrderAccessStore
+from realtime_gateway.state.multiplex import FastRedis
 from realtime_gateway.transport.handlers import GatewayHandlers
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class IngestBridge:
         *,
         kafka: KafkaConfig | None,
         redis: Any | None,
+        fast: FastRedis | None = None,
         emitter: Emitter,
         access: OrderAccessStore,
         verify: Verify | None,
@@ -52,7 +54,8 @@ class IngestBridge:
         offers: OfferStore
         chat: ChatState
         if redis is not None:
-            dedup, offers, chat = RedisDedupStore(redis), RedisOfferStore(redis), RedisChatState(redis)
+            dedup, offers = RedisDedupStore(redis, fast=fast), RedisOfferStore(redis)
+            chat = RedisChatState(redis)
         else:
             dedup, offers, chat = MemoryDedupStore(), MemoryOfferStore(), MemoryChatState()
         self.dispatcher = Dispatcher(emitter, access, offers, dedup, self.stats)

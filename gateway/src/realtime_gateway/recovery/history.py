@@ -32,6 +32,7 @@ from redis.crc import key_slot
 
 from realtime_gateway.fanout.emitter import order_room
 from realtime_gateway.state.keys import room_channel
+from realtime_gateway.state.multiplex import FastRedis
 
 HISTORY_SIZE: Final = 500
 HISTORY_TTL_S: Final = 24 * 3600
@@ -232,8 +233,18 @@ class RedisHistory:
     event. A caller still awaits its own append, so one order's events stay in sequence. On Redis
     Cluster a script's keys must share a slot, so there the batch is one call per slot, pipelined."""
 
-    def __init__(self, client: RedisClient, *, size: int = HISTORY_SIZE, ttl: int = HISTORY_TTL_S) -> None:
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        size: int = HISTORY_SIZE,
+        ttl: int = HISTORY_TTL_S,
+        fast: FastRedis | None = None,
+    ) -> None:
         self._r = client
+        # The auto-pipelined connection, when the app has one: appends then leave in one write with
+        # the tick's other commands, without redis-py's per-call packing and pool work.
+        self._fast = fast
         self.size = size
         self.ttl = ttl
         self._cluster = isinstance(client, RedisCluster)
@@ -298,9 +309,17 @@ class RedisHistory:
 
     async def _run(self, batch: list[_Pending]) -> None:
         calls = self._calls(batch)
+        fast = self._fast
+        results: list[Any]
         try:
             if len(calls) == 1:
-                results: list[Any] = [await self._r.eval(*self._script_args(calls[0]))]
+                args = self._script_args(calls[0])
+                results = [await (fast.execute("EVAL", *args) if fast else self._r.eval(*args))]
+            elif fast is not None:
+                results = await asyncio.gather(
+                    *(fast.execute("EVAL", *self._script_args(call)) for call in calls),
+                    return_exceptions=True,
+                )
             else:
                 pipe = self._r.pipeline(transaction=False)
                 for call in calls:

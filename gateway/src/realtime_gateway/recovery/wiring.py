@@ -282,7 +282,8 @@ def install_reliability(gateway: Gateway) -> Reliability:
         offline = MemoryOfflineQueue(presence)
     else:
         client = gateway.redis.commands
-        history, presence, offline = RedisHistory(client), RedisPresence(client), RedisOfflineQueue(client)
+        history = RedisHistory(client, fast=gateway.redis.fast)
+        presence, offline = RedisPresence(client), RedisOfflineQueue(client)
         emitter.history_publishes = True
         manager.history = history
     emitter.history, emitter.offline = history, offline
