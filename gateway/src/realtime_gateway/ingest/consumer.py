@@ -93,16 +93,6 @@ class _Item:
         return f"{r.topic}/{r.partition}@{r.offset}"
 
 
-class _Untried(Exception):
-    """Stands for a started group's event left for the retry because an earlier one failed."""
-
-
-def _untried(item: _Item) -> asyncio.Future[Any]:
-    future = asyncio.get_running_loop().create_future()
-    future.set_exception(_Untried(item.where))
-    return future
-
-
 class KafkaIngest:
     def __init__(
         self,
@@ -469,26 +459,30 @@ class KafkaIngest:
                 item.finished = True
                 self._counts[(item.record.topic, verdict.value)] += 1
         waits = []
-        started = self._start_groups(groups)
-        if started:
-            waits.append(self._settle(started))
+        started, left = self._start_groups(groups)
+        if started or left:
+            waits.append(self._settle(started, left))
         waits.extend(self._deliver_group(group) for group in groups.values())
         if len(waits) == 1:
             await waits[0]
         elif waits:
             await asyncio.gather(*waits)
 
-    def _start_groups(self, groups: dict[Hashable, list[_Item]]) -> list[tuple[_Item, asyncio.Future[Any]]]:
+    def _start_groups(
+        self, groups: dict[Hashable, list[_Item]]
+    ) -> tuple[list[tuple[_Item, asyncio.Future[Any]]], list[_Item]]:
         """Start the groups whose every event the dispatcher can start (order-room-only events
         while emits go out in call order) and take them out of ``groups``: their emits leave in
-        one history script call, each key's in offset order, with no task per event."""
+        one history script call, each key's in offset order, with no task per event. Returns the
+        started events with their futures, and the events left for the retry."""
         dispatcher = self._dispatcher
         started: list[tuple[_Item, asyncio.Future[Any]]] = []
+        left: list[_Item] = []
         for key, group in list(groups.items()):
             if not all(dispatcher.can_start(item.event) for item in group):
                 continue
             del groups[key]
-            for item in group:
+            for i, item in enumerate(group):
                 record = item.record
                 try:
                     with self.telemetry.consume_span(
@@ -496,33 +490,32 @@ class KafkaIngest:
                     ):
                         future = dispatcher.start_claimed(item.event)
                 except Exception as exc:
-                    # The key's later events wait for the retry, which redoes this one first.
+                    # Failed before it was sent: it and the key's later events wait for the retry,
+                    # which redoes it first.
                     item.error = exc
-                    failed = asyncio.get_running_loop().create_future()
-                    failed.set_exception(exc)
-                    started.append((item, failed))
-                    started.extend((later, _untried(later)) for later in group[group.index(item) + 1 :])
+                    left.extend(group[i:])
                     break
                 started.append((item, future))
-        return started
+        return started, left
 
-    async def _settle(self, started: list[tuple[_Item, asyncio.Future[Any]]]) -> None:
-        """Wait for started events; each is then delivered, or its claim is released for the retry."""
+    async def _settle(self, started: list[tuple[_Item, asyncio.Future[Any]]], left: list[_Item]) -> None:
+        """Wait for the started events; each is then delivered, or its claim is released for the
+        retry, as are the claims of the events ``left``."""
         try:
             await asyncio.gather(*(future for _, future in started), return_exceptions=True)
         except asyncio.CancelledError:
-            await self._dispatcher.release([item.event for item, _ in started if not item.finished])
+            unfinished = [item.event for item, _ in started if not item.finished]
+            await self._dispatcher.release(unfinished + [item.event for item in left])
             raise
-        release = []
+        release = [item.event for item in left]
         for item, future in started:
             exc = future.exception()
             if exc is None:
                 item.finished = True
                 self._counts[(item.record.topic, self._dispatcher.applied(item.event).value)] += 1
-                continue
-            if not isinstance(exc, _Untried):
+            else:
                 item.error = exc
-            release.append(item.event)
+                release.append(item.event)
         await self._dispatcher.release(release)
 
     async def _deliver_group(self, group: list[_Item]) -> None:
