@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from realtime_gateway.fanout.manager import _encode_body, _encode_event, _event_args, _message_frame
 from realtime_gateway.observability.metrics import LATENCY_BUCKETS, PendingCounts
 from realtime_gateway.ratelimit import MemoryRateLimiter, RateDecision, RateRule
-from realtime_gateway.transport.direct import message_frame
+from realtime_gateway.transport.direct import DirectSocket, message_frame, write_frames
 from realtime_gateway.transport.server import FastJson, GatewayPacket
 
 pytestmark = pytest.mark.unit
@@ -134,3 +134,57 @@ def test_pending_observations_equal_observe(values: list[float], nan: bool) -> N
     # Flushed once: a second collect adds nothing.
     pending.flush()
     assert _histogram_samples(folded).keys() == got.keys()
+
+
+class _Transport:
+    def __init__(self, closing: bool = False, buffered: int = 0) -> None:
+        self.written: list[bytes] = []
+        self.closing, self.buffered, self.aborted = closing, buffered, False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class _Writer:
+    _closing = False
+
+
+def _direct(transport: _Transport | None, slow: list[str] | None = None) -> DirectSocket:
+    sock = DirectSocket.__new__(DirectSocket)
+    sock.sid = "s"
+    sock._transport = transport  # type: ignore[assignment]
+    sock._writer = _Writer()
+    sock.max_pending_bytes = 100
+    if slow is not None:
+        sock.on_slow_consumer = lambda: slow.append("slow")
+    return sock
+
+
+def test_write_frames_writes_like_write_frame_and_returns_the_rest() -> None:
+    slow: list[str] = []
+    ok, closing, behind = _Transport(), _Transport(closing=True), _Transport(buffered=101)
+    sockets: dict[str, Any] = {
+        "e-ok": _direct(ok),
+        "e-closing": _direct(closing),
+        "e-behind": _direct(behind, slow),
+        "e-unswitched": _direct(None),
+        "e-stock": object(),  # a socket on the stock path (polling, compressed)
+    }
+    participants = [("s-" + k[2:], k) for k in [*sockets, "e-gone"]]
+    queued = write_frames(sockets, participants, b"frame")
+    assert queued == [("s-unswitched", "e-unswitched"), ("s-stock", "e-stock"), ("s-gone", "e-gone")]
+    assert ok.written == [b"frame"] and not ok.aborted
+    assert closing.written == []  # a connection going away drops the frame, as write_frame does
+    # A slow consumer gets the frame, then its connection is cut and it stops writing directly.
+    assert behind.written == [b"frame"] and behind.aborted and slow == ["slow"]
+    assert sockets["e-behind"]._transport is None
+    assert write_frames(sockets, [("s-behind", "e-behind")], b"next") == [("s-behind", "e-behind")]

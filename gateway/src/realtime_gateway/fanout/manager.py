@@ -27,7 +27,7 @@ from socketio import packet as sio_packet
 from realtime_gateway.fanout.bus import Bus
 from realtime_gateway.observability.tracing import current_traceparent, remote_parent
 from realtime_gateway.state.keys import room_channel
-from realtime_gateway.transport.direct import DirectSocket, message_frame, text_frame
+from realtime_gateway.transport.direct import message_frame, text_frame, write_frames
 
 log = logging.getLogger(__name__)
 
@@ -307,13 +307,7 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
         return self._write_frame(self._participants(namespace, room, skip_sid), message_frame(text))
 
     def _write_frame(self, participants: list[tuple[str, str]], frame: bytes) -> list[tuple[str, str]]:
-        sockets = self.server.eio.sockets
-        queued: list[tuple[str, str]] = []
-        for sid, eio_sid in participants:
-            sock = sockets.get(eio_sid)
-            if not (isinstance(sock, DirectSocket) and sock.write_frame(frame)):
-                queued.append((sid, eio_sid))
-        return queued
+        return write_frames(self.server.eio.sockets, participants, frame)
 
     async def _queue(self, recipients: list[tuple[str, str]], text: bytes, attachments: list[bytes]) -> None:
         pkts = [eio_packet.Packet(eio_packet.MESSAGE, text.decode())]

@@ -26,7 +26,7 @@ import logging
 import struct
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from engineio import packet as eio_packet
@@ -57,6 +57,25 @@ def text_frame(payload: bytes) -> bytes:
 def message_frame(encoded: bytes) -> bytes:
     """The frame of an Engine.IO MESSAGE packet carrying an encoded Socket.IO packet (UTF-8)."""
     return text_frame(b"4" + encoded)
+
+
+def write_frames(
+    sockets: Mapping[str, Any], participants: Iterable[tuple[str, str]], frame: bytes
+) -> list[tuple[str, str]]:
+    """``write_frame(frame)`` to the Engine.IO socket of each (sid, eio_sid), inlined: this runs
+    once per delivery. Returns the participants whose socket does not write directly (gone, not
+    a DirectSocket, or not switched yet): their packets go through Engine.IO."""
+    queued: list[tuple[str, str]] = []
+    for participant in participants:
+        sock: Any = sockets.get(participant[1])
+        transport = sock._transport if isinstance(sock, DirectSocket) else None
+        if transport is None:
+            queued.append(participant)
+        elif not (sock._writer._closing or transport.is_closing()):
+            transport.write(frame)
+            if transport.get_write_buffer_size() > sock.max_pending_bytes:
+                sock._abort_slow()
+    return queued
 
 
 class DirectSocket(AsyncSocket):  # type: ignore[misc]
