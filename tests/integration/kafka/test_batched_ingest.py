@@ -185,6 +185,56 @@ async def test_orders_run_concurrently_and_each_order_in_produce_order(
     assert dispatcher.stats.by_outcome["delivered"] == len(orders) * per_order
 
 
+class GatedEmitter(SlowEmitter):
+    """Holds every emit until ``gate`` is set; ``entered`` is set by the first one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def to_order(
+        self, order_id: str, event: str, data: dict[str, Any], *, skip_sid: str | None = None
+    ) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        await super().to_order(order_id, event, data, skip_sid=skip_sid)
+
+
+async def test_records_produced_during_a_batch_are_read_ahead_and_make_the_next_one(
+    kafka_broker: KafkaBroker, redis_client: aioredis.Redis
+) -> None:
+    config = config_for(kafka_broker, partitions=2)
+    await ensure_topics(config)
+    topic = config.topic("orderEvents")
+    await produce_interleaved(kafka_broker, topic, ["early"], 1)
+    emitter = GatedEmitter()
+    ingest = KafkaIngest(
+        config, Dispatcher(emitter, NoAccess(), MemoryOfferStore(), RedisDedupStore(redis_client))
+    )
+    ingest.start()
+    try:
+        await asyncio.wait_for(emitter.entered.wait(), 30)  # the first batch is in hand, held
+        late = [f"late{i}" for i in range(4)]
+        await produce_interleaved(kafka_broker, topic, late, 3)
+
+        async def read_ahead() -> bool:
+            # Taken from aiokafka while the first batch is still being delivered.
+            return ingest._ahead_count == len(late) * 3
+
+        await until(read_ahead, "the records produced meanwhile to be read ahead")
+        assert emitter.delivered() == 0
+        emitter.gate.set()
+        total = 1 + len(late) * 3
+        await until_delivered_and_committed(emitter, kafka_broker, config.consumer_group, total)
+    finally:
+        emitter.gate.set()
+        await ingest.stop()
+    assert emitter.seqs["early"] == [0]
+    for order_id in late:
+        assert emitter.seqs[order_id] == [0, 1, 2], order_id
+
+
 async def test_a_failing_event_holds_its_order_and_its_partition_commit(
     kafka_broker: KafkaBroker, redis_client: aioredis.Redis
 ) -> None:
