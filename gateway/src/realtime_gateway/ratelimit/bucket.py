@@ -100,6 +100,8 @@ class MemoryRateLimiter:
         self._clock = clock_ms or (lambda: time.monotonic() * 1000.0)
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
         self._max = max_buckets
+        # event class -> (points, per_ms) of its rule, for ``refusal`` (rules do not change)
+        self._shapes: dict[str, tuple[float, float]] = {}
 
     def rule(self, event_class: str) -> RateRule:
         return self._rules.get(event_class) or DEFAULT_RULES[event_class]
@@ -118,17 +120,21 @@ class MemoryRateLimiter:
         """``hit`` for callers that only act on a refusal, synchronously: the same bucket step,
         None when allowed (no decision is built for the common case), else the refused decision.
         The GPS stream calls this once per update."""
-        rule = self._rules.get(event_class) or DEFAULT_RULES[event_class]
+        shape = self._shapes.get(event_class)
+        if shape is None:
+            rule = self.rule(event_class)
+            shape = self._shapes[event_class] = (float(rule.points), rule.per_ms)
+        points, per_ms = shape
         now = self._clock()
         bucket = (event_class, key)
         entry = self._buckets.get(bucket)
         if entry is None:
-            tokens, last = float(rule.points), now
+            tokens, last = points, now
         else:
             tokens, last = entry
-        # take(), inlined (tests/unit/observability/test_ratelimit.py holds them equal).
+        # take(), inlined (tests/unit/gateway/test_location_path.py holds them equal).
         if now > last:
-            tokens = min(float(rule.points), tokens + (now - last) * rule.per_ms)
+            tokens = min(points, tokens + (now - last) * per_ms)
             last = now
         if len(self._buckets) >= self._max:
             self._evict_full(now)
@@ -136,7 +142,7 @@ class MemoryRateLimiter:
             self._buckets[bucket] = (tokens - cost, last)
             return None
         self._buckets[bucket] = (tokens, last)
-        return RateDecision(False, math.ceil((cost - tokens) / rule.per_ms), math.floor(tokens))
+        return RateDecision(False, math.ceil((cost - tokens) / per_ms), math.floor(tokens))
 
     def _evict_full(self, now: float) -> None:
         # A bucket untouched for a whole window is full again: forgetting it changes nothing.
