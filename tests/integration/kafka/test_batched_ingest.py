@@ -21,13 +21,13 @@ from redis.asyncio.cluster import ClusterNode
 from realtime_gateway.fanout.emitter import order_room
 from realtime_gateway.ingest import consumer as consumer_module
 from realtime_gateway.ingest.consumer import KafkaIngest
-from realtime_gateway.ingest.dispatch import Dispatcher
-from realtime_gateway.ingest.envelope import build_envelope
+from realtime_gateway.ingest.dispatch import Dispatcher, Outcome
+from realtime_gateway.ingest.envelope import build_envelope, parse_event
 from realtime_gateway.ingest.kafka_config import KafkaConfig
 from realtime_gateway.ingest.stores import MemoryOfferStore, RedisDedupStore
 from realtime_gateway.ingest.topics import ensure_topics
 from realtime_gateway.recovery.emitter import ReliableEmitter
-from realtime_gateway.recovery.history import Position, RedisHistory
+from realtime_gateway.recovery.history import Appended, Position, RedisHistory
 from realtime_gateway.settings import parse_redis_url
 from realtime_gateway.state.connect import open_redis
 from realtime_gateway.state.keys import room_channel
@@ -401,7 +401,7 @@ class FlakyHistory(RedisHistory):
 
     def start_append(
         self, order_id: str, event: str, data: dict[str, Any], publish: bytes | None
-    ) -> asyncio.Future[str]:
+    ) -> asyncio.Future[Appended]:
         if self.mode == "start" and self.left and data.get("eventId") == self.fail_on:
             self.left -= 1
             raise ConnectionError("redis went away")
@@ -454,6 +454,39 @@ async def test_started_events_that_fail_are_retried_in_order(
         recovery = await history.recover(order_id, Position("", 0))
         assert [e.data["seq"] for e in recovery.events] == list(range(per_order)), order_id
     assert dispatcher.stats.by_outcome["delivered"] == total
+
+
+async def test_order_room_events_are_deduplicated_by_the_history_not_claimed(
+    redis_client: aioredis.Redis,
+) -> None:
+    """With the Redis history the dedup of an order's status events is the history script's own,
+    atomic with the append and publish: no claim is taken first, so a process that dies between
+    reading an event and appending it leaves nothing that would make the redelivery a duplicate."""
+    history = RedisHistory(redis_client)
+    emitter = ReliableEmitter(cast(Any, None))  # with history_publishes the manager is not used
+    emitter.history, emitter.history_publishes = history, True
+    dispatcher = Dispatcher(emitter, NoAccess(), MemoryOfferStore(), RedisDedupStore(redis_client))
+    order_id = unique_name("dd")
+    first, crashed = (parse_event(status(order_id, seq)[1]) for seq in (0, 1))
+
+    async def claimed(event: Any) -> bool:
+        return bool(await redis_client.exists(f"event:seen:{event.event_id}"))
+
+    assert await dispatcher.handle(first) is Outcome.DELIVERED
+    assert await dispatcher.handle(first) is Outcome.DUPLICATE  # found in the history, not published
+    # A claim round that a crash would cut short leaves no trace: the redelivery is applied.
+    assert await dispatcher.claim_many([crashed]) == [None]
+    assert not await claimed(first) and not await claimed(crashed)
+    assert await dispatcher.handle(crashed) is Outcome.DELIVERED
+    recovery = await history.recover(order_id, Position("", 0))
+    assert [e.data["seq"] for e in recovery.events] == [0, 1]
+    assert dispatcher.stats.by_outcome == {"delivered": 2, "duplicate": 1}
+    # Other events still take a claim first.
+    created = parse_event(
+        orjson.dumps(build_envelope("order.created", {"orderId": order_id, "customerId": "c"}))
+    )
+    assert await dispatcher.handle(created) is Outcome.DELIVERED
+    assert await claimed(created)
 
 
 # --- the batched Redis calls --------------------------------------------------------------------

@@ -41,6 +41,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from realtime_gateway.ingest.dispatch import ORDER_ROOM_ONLY_TYPES, Dispatcher
 from realtime_gateway.ingest.envelope import EnvelopeError, Event, parse_event
 from realtime_gateway.ingest.kafka_config import KafkaConfig
+from realtime_gateway.ingest.ports import Emitted
 from realtime_gateway.ingest.producer import CORRELATION_HEADER
 from realtime_gateway.ingest.telemetry import IngestTelemetry
 from realtime_gateway.ingest.topics import ensure_topics
@@ -470,13 +471,13 @@ class KafkaIngest:
 
     def _start_groups(
         self, groups: dict[Hashable, list[_Item]]
-    ) -> tuple[list[tuple[_Item, asyncio.Future[Any]]], list[_Item]]:
+    ) -> tuple[list[tuple[_Item, asyncio.Future[Emitted]]], list[_Item]]:
         """Start the groups whose every event the dispatcher can start (order-room-only events
         while emits go out in call order) and take them out of ``groups``: their emits leave in
         one history script call, each key's in offset order, with no task per event. Returns the
         started events with their futures, and the events left for the retry."""
         dispatcher = self._dispatcher
-        started: list[tuple[_Item, asyncio.Future[Any]]] = []
+        started: list[tuple[_Item, asyncio.Future[Emitted]]] = []
         left: list[_Item] = []
         for key, group in list(groups.items()):
             if not all(dispatcher.can_start(item.event) for item in group):
@@ -498,7 +499,7 @@ class KafkaIngest:
                 started.append((item, future))
         return started, left
 
-    async def _settle(self, started: list[tuple[_Item, asyncio.Future[Any]]], left: list[_Item]) -> None:
+    async def _settle(self, started: list[tuple[_Item, asyncio.Future[Emitted]]], left: list[_Item]) -> None:
         """Wait for the started events; each is then delivered, or its claim is released for the
         retry, as are the claims of the events ``left``."""
         try:
@@ -512,7 +513,8 @@ class KafkaIngest:
             exc = future.exception()
             if exc is None:
                 item.finished = True
-                self._counts[(item.record.topic, self._dispatcher.applied(item.event).value)] += 1
+                outcome = self._dispatcher.settled(item.event, future.result())
+                self._counts[(item.record.topic, outcome.value)] += 1
             else:
                 item.error = exc
                 release.append(item.event)

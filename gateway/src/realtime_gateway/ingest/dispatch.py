@@ -21,6 +21,7 @@ from realtime_gateway.ingest import envelope as ev
 from realtime_gateway.ingest.ports import (
     CallOrderEmitter,
     DedupStore,
+    Emitted,
     Emitter,
     OfferStore,
     OrderAccessStore,
@@ -113,7 +114,9 @@ class Dispatcher:
                 verdicts.append(Outcome.IGNORED)
                 continue
             verdicts.append(None)
-            if not self._reclaim(event.event_id):
+            # An event the history deduplicates itself, in the script that appends and publishes
+            # it, needs no claim: a process dying before that script leaves nothing claimed.
+            if not self._reclaim(event.event_id) and not self.can_start(event):
                 to_claim.append(i)
         if to_claim:
             try:
@@ -142,6 +145,8 @@ class Dispatcher:
     async def apply_claimed(self, event: ev.Event) -> Outcome:
         """Apply an event :meth:`claim_many` answered ``None`` for. Raises when an effect failed;
         the claim is then released, so a redelivery or retry applies the event."""
+        if self.can_start(event):
+            return self.settled(event, await self.start_claimed(event))
         try:
             await self._apply(event)
         except BaseException:
@@ -151,15 +156,25 @@ class Dispatcher:
 
     def can_start(self, event: ev.Event) -> bool:
         """Whether :meth:`start_claimed` takes ``event``: an order-room-only event while the
-        emitter takes order-room emits in call order."""
+        emitter takes order-room emits in call order, through the Redis history. That history
+        drops an event id it already holds in the same script that appends and publishes, so
+        these events are not claimed (:meth:`claim_many`): exactly once, without a window in
+        which a crashed process holds a claim it never applied."""
         return event.type in ORDER_ROOM_ONLY_TYPES and self.emits_in_call_order
 
-    def start_claimed(self, event: ev.Event) -> asyncio.Future[Any]:
+    def start_claimed(self, event: ev.Event) -> asyncio.Future[Emitted]:
         """:meth:`apply_claimed` for an event :meth:`can_start` takes, up to the round trip (no
-        task or coroutine per event): done when the event was emitted. The caller then calls
-        :meth:`applied`, or :meth:`release` if it failed."""
+        task or coroutine per event). The caller passes the result to :meth:`settled`; a failed
+        one holds no claim, and a retry or redelivery applies it."""
         order_id, name, data = self._order_room_emit(event)
         return cast(CallOrderEmitter, self._emitter).start_to_order(order_id, name, data)
+
+    def settled(self, event: ev.Event, result: Emitted) -> Outcome:
+        """The outcome of a started event: delivered, or a duplicate the history dropped."""
+        if result.appended:
+            return self.applied(event)
+        self.stats.by_outcome[Outcome.DUPLICATE] += 1
+        return Outcome.DUPLICATE
 
     def applied(self, event: ev.Event) -> Outcome:
         self.stats.by_type[event.type] += 1
@@ -168,7 +183,7 @@ class Dispatcher:
 
     async def release(self, events: Sequence[ev.Event]) -> None:
         """Give up claims of events that were not applied; only a cancellation propagates."""
-        ids = [event.event_id for event in events]
+        ids = [event.event_id for event in events if not self.can_start(event)]
         if not ids:
             return
         try:

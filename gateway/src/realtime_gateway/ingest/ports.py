@@ -30,12 +30,19 @@ class Emitter(Protocol):
         """Every admin socket."""
 
 
+class Emitted(Protocol):
+    @property
+    def appended(self) -> bool:
+        """False when the room's history already held the event's id: not emitted again."""
+
+
 class CallOrderEmitter(Emitter, Protocol):
-    """An emitter that takes order-room emits in call order (``emits_in_call_order``)."""
+    """An emitter that takes order-room emits in call order (``emits_in_call_order``) through a
+    history that drops an event id it already holds, atomically with the append and publish."""
 
     def start_to_order(
         self, order_id: str, event: str, data: dict[str, Any], *, skip_sid: str | None = None
-    ) -> asyncio.Future[Any]:
+    ) -> asyncio.Future[Emitted]:
         """``to_order`` up to the round trip; the future is done when the event was emitted."""
 
 

@@ -17,7 +17,13 @@ import orjson
 from realtime_gateway.fanout.emitter import Emitter, order_room
 from realtime_gateway.fanout.manager import RoomFanoutManager
 from realtime_gateway.observability.tracing import current_traceparent
-from realtime_gateway.recovery.history import BUS_PREFIX, TRANSIENT_EVENTS, HistoryStore, RedisHistory
+from realtime_gateway.recovery.history import (
+    BUS_PREFIX,
+    TRANSIENT_EVENTS,
+    Appended,
+    HistoryStore,
+    RedisHistory,
+)
 
 QUEUED_EVENTS: Final = frozenset({"notification", "job:offer"})
 
@@ -48,10 +54,11 @@ class ReliableEmitter(Emitter):
 
     def start_to_order(
         self, order_id: str, event: str, data: dict[str, Any], *, skip_sid: str | None = None
-    ) -> asyncio.Future[Any]:
+    ) -> asyncio.Future[Appended]:
         """:meth:`to_order` of a non-transient event when the history publishes (Redis), up to the
         round trip: emits started in one loop iteration go out in one history script call, in
-        call order, without a task each. The future is done when the event was published."""
+        call order, without a task each. The future is done when the event was published, or
+        found already in the history (then it is not published again)."""
         history = self.history
         if not (self.history_publishes and isinstance(history, RedisHistory)) or event in TRANSIENT_EVENTS:
             raise RuntimeError("start_to_order needs a publishing history and a non-transient event")

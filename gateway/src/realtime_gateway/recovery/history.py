@@ -64,6 +64,15 @@ class Position:
 
 
 @dataclass(frozen=True, slots=True)
+class Appended:
+    """What an append did: the event's position, and False when the history already held its
+    ``eventId``/``messageId`` (nothing stored or published again)."""
+
+    position: Position
+    appended: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Recovery:
     """``recovered``: ``events`` are exactly the ones after the client's offset, none missing."""
 
@@ -224,7 +233,7 @@ def _entries(raw: list[Any]) -> list[Entry]:
 class _Pending:
     keys: tuple[str, str, str]
     fields: str
-    future: asyncio.Future[str]
+    future: asyncio.Future[Appended]
 
 
 class RedisHistory:
@@ -255,16 +264,16 @@ class RedisHistory:
         self, order_id: str, event: str, data: dict[str, Any], *, publish: bytes | None = None
     ) -> tuple[Position, dict[str, Any], bool]:
         """``publish``: the fan-out message with ``data`` cut out, as ``head + b"\\0" + tail``."""
-        off, epoch, appended = (await self.start_append(order_id, event, data, publish)).split(",")
-        position = Position(epoch, int(off))
+        done = await self.start_append(order_id, event, data, publish)
+        position = done.position
         stamped = {**data, "offset": position.offset, "epoch": position.epoch}
-        return position, stamped, appended == "1"
+        return position, stamped, done.appended
 
     def start_append(
         self, order_id: str, event: str, data: dict[str, Any], publish: bytes | None
-    ) -> asyncio.Future[str]:
+    ) -> asyncio.Future[Appended]:
         """:meth:`append` up to the round trip: appends started in one loop iteration go out in
-        one script call, in call order. The future's result is ``"offset,epoch,appended"``."""
+        one script call, in call order."""
         body = orjson.dumps(data).decode()
         head, sep = body[:-1], ("," if data else "")
         channel, msg_head, msg_tail = "", "", ""
@@ -342,7 +351,8 @@ class RedisHistory:
                 if isinstance(result, BaseException):
                     pending.future.set_exception(result)
                 else:
-                    pending.future.set_result(replies[i])
+                    off, epoch, appended = replies[i].split(",")
+                    pending.future.set_result(Appended(Position(epoch, int(off)), appended == "1"))
 
     async def recover(self, order_id: str, client: Position) -> Recovery:
         epoch, seq, raw = await self._r.eval(
