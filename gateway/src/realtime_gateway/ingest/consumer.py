@@ -1,7 +1,7 @@
 """The Kafka consumer loop: at-least-once from the contract topics to the fan-out, in batches.
 
-Each ``getmany()`` batch is handled as a whole: the records are parsed, every eventId is claimed
-in one round trip (the dispatcher's dedup), and the claimed events run grouped by record key:
+Each batch is handled as a whole: the records are parsed, the eventIds that need a claim are
+claimed in one round trip (the dispatcher's dedup), and the events run grouped by record key:
 one key's events one after another in offset order (the contract keys by order id, so an order's
 events reach clients in produce order), different keys concurrently, so their store and history
 writes share round trips. A key whose events are all order-room-only, while emits go out in call
