@@ -416,17 +416,31 @@ class FlakyHistory(RedisHistory):
         await super()._run(batch)
 
 
+@pytest.mark.parametrize("mixed", [False, True], ids=["status-only", "after-created"])
 @pytest.mark.parametrize("mode", ["start", "flush"])
 async def test_started_events_that_fail_are_retried_in_order(
-    kafka_broker: KafkaBroker, redis_client: aioredis.Redis, mode: str
+    kafka_broker: KafkaBroker, redis_client: aioredis.Redis, mode: str, mixed: bool
 ) -> None:
     """Order-room events start without a task each (``Dispatcher.start_claimed``); one that fails
     is retried, and its order's later events of the batch wait for it: each order's history is
-    complete and in produce order, and every offset is committed."""
+    complete and in produce order, and every offset is committed. ``after-created``: each order's
+    first event is an ``order.created``, so its events are not all startable and its run of
+    status events starts after it (``KafkaIngest._deliver_group``)."""
     config = config_for(kafka_broker, partitions=2)
     await ensure_topics(config)
     orders = [f"flaky{i}" for i in range(6)]
     per_order = 8
+    if mixed:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
+        await producer.start()
+        try:
+            for order_id in orders:
+                created = build_envelope("order.created", {"orderId": order_id, "customerId": "c"})
+                await producer.send_and_wait(
+                    config.topic("orderEvents"), orjson.dumps(created), key=order_id.encode()
+                )
+        finally:
+            await producer.stop()
     await produce_interleaved(kafka_broker, config.topic("orderEvents"), orders, per_order)
     history = FlakyHistory(redis_client, "flaky0-2", 3, mode)
     emitter = ReliableEmitter(cast(Any, None))  # with history_publishes the manager is not used
@@ -434,7 +448,7 @@ async def test_started_events_that_fail_are_retried_in_order(
     dispatcher = Dispatcher(emitter, NoAccess(), MemoryOfferStore(), RedisDedupStore(redis_client))
     ingest = KafkaIngest(config, dispatcher)
     ingest.start()
-    total = len(orders) * per_order
+    total = len(orders) * (per_order + 1 if mixed else per_order)
     try:
 
         async def all_delivered() -> bool:

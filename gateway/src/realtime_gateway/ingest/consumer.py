@@ -38,7 +38,7 @@ from typing import Any, Final
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from realtime_gateway.ingest.dispatch import ORDER_ROOM_ONLY_TYPES, Dispatcher
+from realtime_gateway.ingest.dispatch import Dispatcher
 from realtime_gateway.ingest.envelope import EnvelopeError, Event, parse_event
 from realtime_gateway.ingest.kafka_config import KafkaConfig
 from realtime_gateway.ingest.ports import Emitted
@@ -476,28 +476,36 @@ class KafkaIngest:
         while emits go out in call order) and take them out of ``groups``: their emits leave in
         one history script call, each key's in offset order, with no task per event. Returns the
         started events with their futures, and the events left for the retry."""
-        dispatcher = self._dispatcher
         started: list[tuple[_Item, asyncio.Future[Emitted]]] = []
         left: list[_Item] = []
         for key, group in list(groups.items()):
-            if not all(dispatcher.can_start(item.event) for item in group):
-                continue
-            del groups[key]
-            for i, item in enumerate(group):
-                record = item.record
-                try:
-                    with self.telemetry.consume_span(
-                        record.topic, record.partition, record.offset, record.headers, item.correlation_id
-                    ):
-                        future = dispatcher.start_claimed(item.event)
-                except Exception as exc:
-                    # Failed before it was sent: it and the key's later events wait for the retry,
-                    # which redoes it first.
-                    item.error = exc
-                    left.extend(group[i:])
-                    break
-                started.append((item, future))
+            if all(self._dispatcher.can_start(item.event) for item in group):
+                del groups[key]
+                self._start_run(group, started, left)
         return started, left
+
+    def _start_run(
+        self,
+        run: list[_Item],
+        started: list[tuple[_Item, asyncio.Future[Emitted]]],
+        left: list[_Item],
+    ) -> None:
+        """Start one key's events ``run`` in order, adding them to ``started`` with their futures;
+        the first that fails before it is sent goes, with the rest, to ``left``."""
+        for i, item in enumerate(run):
+            record = item.record
+            try:
+                with self.telemetry.consume_span(
+                    record.topic, record.partition, record.offset, record.headers, item.correlation_id
+                ):
+                    future = self._dispatcher.start_claimed(item.event)
+            except Exception as exc:
+                # Failed before it was sent: it and the key's later events wait for the retry,
+                # which redoes it first.
+                item.error = exc
+                left.extend(run[i:])
+                return
+            started.append((item, future))
 
     async def _settle(self, started: list[tuple[_Item, asyncio.Future[Emitted]]], left: list[_Item]) -> None:
         """Wait for the started events; each is then delivered, or its claim is released for the
@@ -523,34 +531,30 @@ class KafkaIngest:
     async def _deliver_group(self, group: list[_Item]) -> None:
         """One key's claimed events, in order; the first failure leaves the rest for the retry.
 
-        Consecutive order-room events of the key start together when the emitter takes them in
-        call order (see ``Dispatcher.emits_in_call_order``): their history appends then share one
-        script call, in order, instead of a round trip each.
+        Consecutive events the dispatcher can start (order-room events while the emitter takes
+        them in call order, see ``Dispatcher.can_start``) start together: their history appends
+        share one script call, in order, instead of a round trip each.
         """
-        together = len(group) > 1 and self._dispatcher.emits_in_call_order
+        can_start = self._dispatcher.can_start
         i = 0
         while i < len(group):
             j = i + 1
-            if together and group[i].event.type in ORDER_ROOM_ONLY_TYPES:
-                while j < len(group) and group[j].event.type in ORDER_ROOM_ONLY_TYPES:
-                    j += 1
-            run = group[i:j]
             try:
-                if len(run) == 1:
-                    await self._deliver_one(run[0])
+                if can_start(group[i].event):
+                    while j < len(group) and can_start(group[j].event):
+                        j += 1
+                    started: list[tuple[_Item, asyncio.Future[Emitted]]] = []
+                    left: list[_Item] = []
+                    self._start_run(group[i:j], started, left)
+                    await self._settle(started, left)
+                    if left or any(not item.finished for item, _ in started):
+                        await self._dispatcher.release([later.event for later in group[j:]])
+                        return
                 else:
-                    results = await asyncio.gather(
-                        *(self._deliver_one(item) for item in run), return_exceptions=True
-                    )
-                    for result in results:
-                        if isinstance(result, asyncio.CancelledError):
-                            raise result
-                    failed = next((r for r in results if isinstance(r, Exception)), None)
-                    if failed is not None:
-                        raise failed
+                    await self._deliver_one(group[i])
             except asyncio.CancelledError:
                 # Stopping: the later events were claimed but not applied; give their claims back
-                # so whoever reads them next applies them (apply_claimed released the run's own).
+                # so whoever reads them next applies them (the run's own were released).
                 await self._dispatcher.release([later.event for later in group[j:]])
                 raise
             except Exception:
