@@ -154,6 +154,14 @@ async def until_delivered_and_committed(
     await until(all_committed, "every offset committed")
 
 
+def publishing_dispatcher(history: RedisHistory, redis_client: aioredis.Redis) -> Dispatcher:
+    """A dispatcher whose emitter hands order-room events to the Redis ``history``, which
+    publishes them (as in the app with Redis)."""
+    emitter = ReliableEmitter(cast(Any, None))  # with history_publishes the manager is not used
+    emitter.history, emitter.history_publishes = history, True
+    return Dispatcher(emitter, NoAccess(), MemoryOfferStore(), RedisDedupStore(redis_client))
+
+
 @pytest.fixture
 async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.from_url(redis_url)
@@ -366,9 +374,7 @@ async def test_one_orders_events_of_a_batch_share_history_calls_in_order(
     per_order = 20
     await produce_interleaved(kafka_broker, config.topic("orderEvents"), orders, per_order)
     history = RedisHistory(redis_client)
-    emitter = ReliableEmitter(cast(Any, None))  # with history_publishes the manager is not used
-    emitter.history, emitter.history_publishes = history, True
-    dispatcher = Dispatcher(emitter, NoAccess(), MemoryOfferStore(), RedisDedupStore(redis_client))
+    dispatcher = publishing_dispatcher(history, redis_client)
     assert dispatcher.emits_in_call_order
     await redis_client.config_resetstat()
     ingest = KafkaIngest(config, dispatcher)
@@ -443,9 +449,7 @@ async def test_started_events_that_fail_are_retried_in_order(
             await producer.stop()
     await produce_interleaved(kafka_broker, config.topic("orderEvents"), orders, per_order)
     history = FlakyHistory(redis_client, "flaky0-2", 3, mode)
-    emitter = ReliableEmitter(cast(Any, None))  # with history_publishes the manager is not used
-    emitter.history, emitter.history_publishes = history, True
-    dispatcher = Dispatcher(emitter, NoAccess(), MemoryOfferStore(), RedisDedupStore(redis_client))
+    dispatcher = publishing_dispatcher(history, redis_client)
     ingest = KafkaIngest(config, dispatcher)
     ingest.start()
     total = len(orders) * (per_order + 1 if mixed else per_order)
@@ -477,9 +481,7 @@ async def test_order_room_events_are_deduplicated_by_the_history_not_claimed(
     atomic with the append and publish: no claim is taken first, so a process that dies between
     reading an event and appending it leaves nothing that would make the redelivery a duplicate."""
     history = RedisHistory(redis_client)
-    emitter = ReliableEmitter(cast(Any, None))  # with history_publishes the manager is not used
-    emitter.history, emitter.history_publishes = history, True
-    dispatcher = Dispatcher(emitter, NoAccess(), MemoryOfferStore(), RedisDedupStore(redis_client))
+    dispatcher = publishing_dispatcher(history, redis_client)
     order_id = unique_name("dd")
     first, crashed = (parse_event(status(order_id, seq)[1]) for seq in (0, 1))
 
