@@ -8,7 +8,9 @@ live sockets' state once Redis is back.
   ``TIMEOUTS_TO_OPEN`` in a row. While the breaker is open, client calls are answered
   ``UNAVAILABLE`` at once instead of waiting on Redis, ``/readyz`` is false, sockets stay open.
 - A single call that hits a Redis error or overruns its deadline is answered ``UNAVAILABLE``
-  but does not open the breaker: pool exhaustion and slow calls are load, not an outage.
+  but does not open the breaker: pool exhaustion and slow calls are load, not an outage. The
+  deadlines are enforced by one periodic sweep over the calls in flight (``_Deadlines``), not by
+  a timer per client event.
 - When Redis answers again, every live socket's session, subscriptions and presence are written
   again ("rebuild state from active sockets"). If Redis lost its data (this instance's marker key
   is gone), reconnect tokens are issued again and sent in a fresh ``session`` event.
@@ -39,6 +41,10 @@ MARKER_TTL_S: Final = 60
 # Deadline of one client call; chat waits for the broker's acknowledgement, so it gets longer.
 CALL_TIMEOUT_S: Final = 5.0
 SLOW_CALLS: Final = {"chat:message:send": 15.0}
+# How often the calls in flight are checked against their deadlines. The deadlines are seconds
+# long and only bound a stuck call, so answering up to a quarter second late changes nothing for
+# a client, and four timer callbacks a second replace a timer per client event.
+SWEEP_INTERVAL_S: Final = 0.25
 
 Rebuild = Callable[[bool], Awaitable[None]]
 EventFn = Callable[[Any, Any], Awaitable[Ack]]
@@ -52,11 +58,65 @@ def marker_key(instance_id: str) -> str:
     return f"rtg:instance:{{{instance_id}}}"
 
 
+class _Deadlines:
+    """The deadlines of the guarded calls in flight and the one timer that enforces them.
+
+    ``asyncio.timeout`` per call schedules and cancels a timer handle and builds a context
+    object for every client event (about 8 % of the gateway's CPU under GPS load). Here a call
+    records its task's deadline in ``calls`` and removes it when it ends; while any call is in
+    flight a sweep runs every ``interval`` seconds and cancels the tasks whose deadline passed,
+    noting in ``expired`` which deadline it cancelled them for, so that the call owning that
+    deadline (and no other cancellation) turns into a timeout. The sweep stops when idle.
+    """
+
+    __slots__ = ("calls", "expired", "handle", "interval", "loop")
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        # Task -> the earliest deadline (loop time) of its calls in flight.
+        self.calls: dict[asyncio.Task[Any], float] = {}
+        # Task -> the deadline it was cancelled for, until that call ends.
+        self.expired: dict[asyncio.Task[Any], float] = {}
+        self.handle: asyncio.TimerHandle | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.loop is not loop:
+            # A new event loop: whatever the old one left can no longer run.
+            if self.handle is not None:
+                self.handle.cancel()
+            self.calls.clear()
+            self.expired.clear()
+            self.loop = loop
+        self.handle = loop.call_later(self.interval, self._sweep)
+
+    def _sweep(self) -> None:
+        self.handle = None
+        loop = self.loop
+        if not self.calls or loop is None:
+            return  # idle: the next guarded call starts the sweep again
+        now = loop.time()
+        expired = self.expired
+        for task, when in list(self.calls.items()):
+            if when <= now and task not in expired:
+                expired[task] = when
+                task.cancel()
+        self.handle = loop.call_later(self.interval, self._sweep)
+
+
 class RedisBreaker:
     """``client``: the command client (marker key, rebuild); ``probe``: a client with its own
     connection for the PINGs (defaults to ``client``)."""
 
-    def __init__(self, client: Any, instance_id: str, rebuild: Rebuild, *, probe: Any = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        instance_id: str,
+        rebuild: Rebuild,
+        *,
+        probe: Any = None,
+        sweep_interval: float = SWEEP_INTERVAL_S,
+    ) -> None:
         self._r = client
         self._probe_client = probe if probe is not None else client
         self._instance_id = instance_id
@@ -68,6 +128,7 @@ class RedisBreaker:
         self.loop_lag = 0.0
         self.trips = 0
         self.rebuilds = 0
+        self._deadlines = _Deadlines(sweep_interval)
 
     # --- the breaker -------------------------------------------------------------------------
     def trip(self) -> None:
@@ -82,15 +143,47 @@ class RedisBreaker:
     async def guard(self, conn: Any, event: str, data: Any) -> Ack | None:
         return None if self.up else unavailable()
 
-    def guarded(self, event: str, fn: EventFn) -> EventFn:
-        deadline = SLOW_CALLS.get(event, CALL_TIMEOUT_S)
+    def guarded(self, event: str, fn: EventFn, *, deadline: float | None = None) -> EventFn:
+        """``fn`` answered ``UNAVAILABLE`` when it hits a Redis error or overruns its deadline
+        (``SLOW_CALLS[event]``, else ``CALL_TIMEOUT_S``; ``deadline`` overrides both)."""
+        seconds = SLOW_CALLS.get(event, CALL_TIMEOUT_S) if deadline is None else deadline
+        deadlines = self._deadlines
+        calls, expired = deadlines.calls, deadlines.expired
+        current_task, running_loop = asyncio.current_task, asyncio.get_running_loop
 
+        # The bookkeeping is written out here rather than in methods of ``_Deadlines``: this runs
+        # for every client event, thousands per second, and each call of a method costs.
         async def call(conn: Any, data: Any) -> Ack:
+            loop = running_loop()
+            task = current_task(loop)  # given the loop, it does not look it up again
+            if task is None:
+                raise RuntimeError("a guarded call runs in a task")
+            if deadlines.handle is None or deadlines.loop is not loop:
+                deadlines.start(loop)
+            when = loop.time() + seconds
+            # A nested call (none today) inherits the earlier deadline of the call around it.
+            outer = calls.get(task)
+            calls[task] = when if outer is None or when < outer else outer
+            cancelling = task.cancelling()
+            timed_out = False
             try:
-                # ``asyncio.timeout``, not ``wait_for``: on Python 3.11 wait_for runs the handler in
-                # a task of its own, one more task and loop iteration per client event.
-                async with asyncio.timeout(deadline):
+                try:
                     return await fn(conn, data)
+                finally:
+                    if outer is None:
+                        del calls[task]
+                    else:
+                        calls[task] = outer
+                    # As ``asyncio.timeout`` does: take back the sweep's cancellation (also when
+                    # ``fn`` swallowed it); it becomes a timeout only if nobody else cancelled too.
+                    if expired and expired.get(task) == when:
+                        del expired[task]
+                        timed_out = task.uncancel() <= cancelling
+            except asyncio.CancelledError:
+                if not timed_out:
+                    raise
+                log.debug("%s answered UNAVAILABLE: %r", event, TimeoutError(f"over {seconds} s"))
+                return unavailable()
             except (RedisConnectionError, RedisTimeoutError, TimeoutError, ConnectionError) as exc:
                 # This call failed; whether Redis is down is the probe's decision.
                 log.debug("%s answered UNAVAILABLE: %r", event, exc)
