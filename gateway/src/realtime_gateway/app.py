@@ -22,6 +22,7 @@ import socketio
 from aiohttp import web
 
 from realtime_contract import EVENTS_API_PATH, HEALTHZ_PATH, METRICS_PATH, READYZ_PATH
+from realtime_gateway.auth.expiry import SessionExpiry
 from realtime_gateway.auth.verifier import TokenVerifier
 from realtime_gateway.fanout.bus import RedisShardedBus
 from realtime_gateway.fanout.emitter import Emitter
@@ -132,6 +133,10 @@ def build_gateway(settings: Settings) -> Gateway:
     gateway = Gateway(settings, sio, manager, emitter, stores, verifier, handlers, redis)
     gateway.on_startup.append(handlers.start_keepalive)
     gateway.on_shutdown.append(handlers.stop_keepalive)
+    # Sockets end when their token does (auth/expiry.py).
+    expiry = SessionExpiry(sio, settings.jwt_leeway_seconds)
+    handlers.observers.append(expiry)
+    gateway.on_shutdown.append(expiry.stop)
     if redis is not None:
         gateway.readiness_checks["redis"] = redis.ping
     # --- Kafka bridge, POST /api/events, chat, job offers, typing (ingest/) ---
