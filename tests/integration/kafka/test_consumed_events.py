@@ -8,7 +8,9 @@ import time
 
 import pytest
 
+from realtime_gateway.fanout.emitter import order_room
 from realtime_gateway.state import keys
+from realtime_gateway.state.keys import room_channel
 from tests.integration.kafka.conftest import Deploy, eventually, uid, without_recovery
 
 pytestmark = pytest.mark.integration
@@ -53,11 +55,33 @@ async def test_order_status_reaches_the_order_room_only(kafka_deploy: Deploy) ->
 async def test_final_status_then_access_expires(kafka_deploy: Deploy, final: str) -> None:
     d = await kafka_deploy(2)
     _, _, order_id, c, p = await d.order_members()
+    watcher = uid("cust")
+    control_order = await d.order(watcher)
+    w = await d.connect(watcher, "customer", instance=1)
+    await d.subscribe(w, control_order)
 
     await d.produce("orderEvents", f"order.{final}", {"orderId": order_id}, key=order_id)
     for client in (c, p):
         got = await client.next("order:status", timeout=20)
-        assert (got["orderId"], got["status"]) == (order_id, final)
+        assert (got["orderId"], got["status"], got["final"]) == (order_id, final, True)
+    # Both instances took their socket out of the order's room and dropped its channel.
+    channel = room_channel(order_room(order_id))
+
+    async def room_dropped() -> bool:
+        [(_, count)] = await d.redis.pubsub_shardnumsub(channel)
+        return int(count) == 0
+
+    await eventually(room_dropped, within=10, what="both instances leave the ended order's room")
+    # A late event of the ended order reaches nobody; a later event on the same key (so consumed
+    # after it, in order) shows it was consumed.
+    await d.produce(
+        "orderEvents", "order.status_changed", {"orderId": order_id, "status": "late"}, key=order_id
+    )
+    await d.produce(
+        "orderEvents", "order.status_changed", {"orderId": control_order, "status": "seen"}, key=order_id
+    )
+    assert (await w.next("order:status", timeout=20))["status"] == "seen"
+    assert c.pending("order:status") == [] and p.pending("order:status") == []
     # The order's access record is gone: nobody can subscribe to it any more.
     ack = await c.call("order:subscribe", {"orderId": order_id})
     assert ack["ok"] is False and ack["error"]["code"] == "NOT_FOUND"

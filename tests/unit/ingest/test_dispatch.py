@@ -108,7 +108,7 @@ async def test_final_status_is_emitted_before_access_expires(parts: Any, final: 
     await dispatcher.handle(event("order.created", event_id="a"))
     await dispatcher.handle(event(f"order.{final}", event_id="b"))
     assert emitter.calls[0][:3] == ("order", "o1", "order:status")
-    assert emitter.calls[0][3]["status"] == final
+    assert emitter.calls[0][3]["status"] == final and emitter.calls[0][3]["final"] is True
     assert access.expired == ["o1"]
     assert "o1" not in access.orders
 

@@ -10,10 +10,19 @@ from typing import Any
 from realtime_gateway.fanout.manager import RoomFanoutManager
 
 ADMIN_NAMESPACE = "/admin"
+ORDER_STATUS = "order:status"
+# An order's last status (``order.completed`` / ``order.cancelled``) carries ``"final": true``; an
+# instance that delivered it takes its sockets out of the order's room (``GatewayHandlers.end_order``).
+FINAL_STATUS_FIELD = "final"
+_ORDER_ROOM_PREFIX = "order:"
 
 
 def order_room(order_id: str) -> str:
-    return f"order:{order_id}"
+    return f"{_ORDER_ROOM_PREFIX}{order_id}"
+
+
+def order_of_room(room: str) -> str | None:
+    return room[len(_ORDER_ROOM_PREFIX) :] if room.startswith(_ORDER_ROOM_PREFIX) else None
 
 
 def user_room(user_id: str) -> str:

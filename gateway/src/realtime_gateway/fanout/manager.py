@@ -115,6 +115,9 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
         # Told after each local emit: (namespace, event, recipients, time.time() of the emit_room
         # call or None); the metrics use it for messages sent and fan-out latency.
         self.on_delivered: Callable[[str, str, int, float | None], None] | None = None
+        # By event name: awaited with (room, data) after a room message was delivered here, on
+        # whichever instance delivers it (an order's final status ends its room on every instance).
+        self.after_delivery: dict[str, Callable[[str, Any], Awaitable[None]]] = {}
         if bus is not None:
             bus.set_handler(self._on_bus_message)
 
@@ -273,6 +276,10 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
             if self.on_delivered is not None:
                 self.on_delivered(namespace, event, recipients, sent_at)
             sent_at = None  # one latency observation per room message on this instance
+        if self.after_delivery:
+            after = self.after_delivery.get(event)
+            if after is not None:
+                await after(room, data)
 
     async def _emit_local(self, event: str, data: Any, namespace: str, room: Any, skip_sid: Any) -> None:
         """python-socketio's ``AsyncManager.emit`` without a callback, minus its task per recipient:

@@ -17,6 +17,7 @@ from typing import Any, Final, cast
 
 from pydantic import AwareDatetime, TypeAdapter
 
+from realtime_gateway.fanout.emitter import FINAL_STATUS_FIELD, ORDER_STATUS
 from realtime_gateway.ingest import envelope as ev
 from realtime_gateway.ingest.ports import (
     CallOrderEmitter,
@@ -29,8 +30,8 @@ from realtime_gateway.ingest.ports import (
 
 log = logging.getLogger(__name__)
 
-# Server -> client event names (design.md §3).
-ORDER_STATUS = "order:status"
+# Server -> client event names (design.md §3); ORDER_STATUS is fanout/emitter.py's, where the
+# final status ends the order's room.
 CHAT_MESSAGE = "chat:message"
 JOB_OFFER = "job:offer"
 JOB_OFFER_CLOSED = "job:offer:closed"
@@ -217,8 +218,11 @@ class Dispatcher:
                 # Access goes first: a client that has seen the final status must not be able to
                 # subscribe again (the room's members still get the status).
                 await self._access.expire(p.order_id)
+                # ``final``: every instance that delivers it takes its sockets out of the room.
                 await self._emitter.to_order(
-                    p.order_id, ORDER_STATUS, self._status(env, {**p.wire(), "status": final})
+                    p.order_id,
+                    ORDER_STATUS,
+                    self._status(env, {**p.wire(), "status": final, FINAL_STATUS_FIELD: True}),
                 )
             case ev.JobOfferCreated():
                 await self._offers.create(p.offer_id, p.order_id, p.porter_id, _ms(p.expires_at))

@@ -31,7 +31,15 @@ from realtime_gateway.auth import authz
 from realtime_gateway.auth.claims import SOCKET_ROLES, Claims
 from realtime_gateway.auth.errors import AuthError, ConnectCode
 from realtime_gateway.auth.verifier import TokenVerifier
-from realtime_gateway.fanout.emitter import ADMINS_ROOM, Emitter, order_room, user_room
+from realtime_gateway.fanout.emitter import (
+    ADMINS_ROOM,
+    FINAL_STATUS_FIELD,
+    ORDER_STATUS,
+    Emitter,
+    order_of_room,
+    order_room,
+    user_room,
+)
 from realtime_gateway.fanout.manager import RoomFanoutManager
 from realtime_gateway.state.base import LiveSocket, ReconnectGrant, SocketRecord, Stores
 from realtime_gateway.transport.acks import Ack, ErrorCode, err, error_event, is_error, ok
@@ -154,6 +162,7 @@ class GatewayHandlers:
         self.sio.on(name, self._wrap(name, fn), namespace="*")
 
     def install(self) -> None:
+        self.manager.after_delivery[ORDER_STATUS] = self._after_order_status
         self.sio.on("connect", self.on_connect, namespace="*")
         self.sio.on("disconnect", self.on_disconnect, namespace="*")
         for name, fn in self.events.items():
@@ -402,3 +411,28 @@ class GatewayHandlers:
         await self.stores.subscriptions.remove(order_id, conn.sid, conn.reconnect_token)
         await self.sio.leave_room(conn.sid, order_room(order_id), namespace=conn.namespace)
         conn.orders.discard(order_id)
+
+    # --- the end of an order ------------------------------------------------------------------
+    async def _after_order_status(self, room: str, data: Any) -> None:
+        if isinstance(data, dict) and data.get(FINAL_STATUS_FIELD) is True:
+            order_id = order_of_room(room)
+            if order_id is not None:
+                await self.end_order(order_id)
+
+    async def end_order(self, order_id: str) -> None:
+        """The order's final status was delivered here: its sockets on this instance leave the
+        room as an unsubscribe would (no more order events, the subscription no longer counts
+        against the socket's limit, a reconnect does not restore it)."""
+        room = order_room(order_id)
+        for ns_rooms in list(self.manager.rooms.values()):
+            for sid in list(ns_rooms.get(room) or ()):
+                conn = self.conns.get(sid)
+                if conn is None or order_id not in conn.orders:
+                    continue
+                try:
+                    await self._leave_order(conn, order_id)
+                except Exception:
+                    # The room is left even when the store is not reachable (its TTLs clean up).
+                    log.warning("ending order %s for socket %s failed", order_id, sid, exc_info=True)
+                    await self.sio.leave_room(sid, room, namespace=conn.namespace)
+                    conn.orders.discard(order_id)
