@@ -89,6 +89,19 @@ async def test_embedded_mode_authorizes_and_delivers_through_the_api(
         await asyncio.sleep(QUIET)
         for client in (c, p, stranger):
             assert client.pending("order:status") == [] and client.pending("chat:message") == []
+
+        # The final status ends the room: both sockets leave it, and a late event reaches no one.
+        done = build_envelope("order.completed", {"orderId": order_id})
+        assert (await post(gw.url, done, token=service_token()))[1]["outcome"] == "delivered"
+        for client in (c, p):
+            final = await client.next("order:status")
+            assert (final["status"], final["final"]) == ("completed", True)
+        assert gw.gateway.manager.rooms["/client"].get(f"order:{order_id}") is None
+        assert all(order_id not in conn.orders for conn in gw.gateway.handlers.conns.values())
+        late = build_envelope("order.status_changed", {"orderId": order_id, "status": "late"})
+        assert (await post(gw.url, late, token=service_token()))[1]["outcome"] == "delivered"
+        await asyncio.sleep(QUIET)
+        assert c.pending("order:status") == [] and p.pending("order:status") == []
     finally:
         for client in (c, p, stranger):
             await client.disconnect()
