@@ -136,6 +136,22 @@ def test_pending_observations_equal_observe(values: list[float], nan: bool) -> N
     assert _histogram_samples(folded).keys() == got.keys()
 
 
+def test_a_histogram_without_the_known_internals_is_observed_directly() -> None:
+    class Plain:  # what a prometheus_client that renamed its internals would look like here
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+
+        def observe(self, value: float) -> None:
+            self.seen.append(value)
+
+    plain, real = Plain(), Histogram("h", "h", buckets=LATENCY_BUCKETS, registry=CollectorRegistry())
+    pending = PendingCounts()
+    pending.observe(plain, 0.25)
+    pending.observe(real, 0.25)
+    assert plain.seen == [0.25]  # at once, not at collect time
+    assert list(pending.observations) == [real]  # the installed prometheus_client takes the fast path
+
+
 class _Transport:
     def __init__(self, closing: bool = False, buffered: int = 0) -> None:
         self.written: list[bytes] = []

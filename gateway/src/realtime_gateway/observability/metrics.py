@@ -144,7 +144,12 @@ class PendingCounts(Collector):
             return
         pending = self.observations.get(histogram)
         if pending is None:
-            bounds = histogram._upper_bounds
+            # prometheus_client's internals (checked against ``observe`` by a unit test); should an
+            # upgrade rename them, observations go through ``observe`` again rather than fail.
+            bounds = getattr(histogram, "_upper_bounds", None)
+            if bounds is None or not (hasattr(histogram, "_buckets") and hasattr(histogram, "_sum")):
+                histogram.observe(value)
+                return
             pending = self.observations[histogram] = [bounds, [0] * len(bounds), 0.0]
         pending[1][bisect_left(pending[0], value)] += 1
         pending[2] += value
