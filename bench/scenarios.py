@@ -493,6 +493,8 @@ async def create_topics(bootstrap: str, partitions: int) -> None:
 # ~15 s of load compiling (its CPU here fell from about one core to about 0.4 of one at 5,000/s
 # once warm), which on a 2-core machine it takes from the gateway, the producer and the clients.
 K_WARM_SECONDS: Final = 20.0
+# Timed runs of K (one with --quick); the report stands on the median p99 and lists each.
+K_RUNS: Final = 3
 
 
 async def scenario_k(opts: Options) -> dict[str, Any]:
@@ -547,54 +549,72 @@ async def scenario_k(opts: Options) -> dict[str, Any]:
         await gen.send({"cmd": "collect", "expect": warm_n, "timeoutMs": 60000, "from": warm_from})
         await produce(kafka.bootstrap, topic, orders, opts.k_rate, K_WARM_SECONDS)
         await gen.read(90)
-        say(f"K ours: consumer warm, producing {opts.k_rate}/s for {opts.k_seconds}s")
-        expect = int(opts.k_rate * opts.k_seconds)
-        start_ms = int(time.time() * 1000)
-        cpu0 = servers.cpu_seconds(procs[0].pid)
+        runs = 1 if opts.quick else K_RUNS
+        say(f"K ours: consumer warm, producing {opts.k_rate}/s for {opts.k_seconds}s, {runs} time(s)")
         sides = (("broker", kafka.proc), ("redis", redis.proc))
-        side0 = {name: servers.cpu_seconds(p.pid) for name, p in sides}
-        await gen.send(
-            {
-                "cmd": "collect",
-                "expect": expect,
-                "timeoutMs": int(opts.k_seconds * 1000) + 10000,
-                "from": start_ms,
+
+        async def timed_run(n: int) -> dict[str, Any]:
+            assert gen is not None
+            expect = int(opts.k_rate * opts.k_seconds)
+            start_ms = int(time.time() * 1000)
+            cpu0 = servers.cpu_seconds(procs[0].pid)
+            side0 = {name: servers.cpu_seconds(p.pid) for name, p in sides}
+            await gen.send(
+                {
+                    "cmd": "collect",
+                    "expect": expect,
+                    "timeoutMs": int(opts.k_seconds * 1000) + 10000,
+                    "from": start_ms,
+                }
+            )
+            profiled = opts.profile and n == 0
+            spy = PySpy(procs[0].pid, opts.run_dir / "K-ours-pyspy.txt") if profiled else None
+            t0, own_cpu0 = time.monotonic(), time.process_time()
+            sent = await produce(kafka.bootstrap, topic, orders, opts.k_rate, opts.k_seconds)
+            produce_s, producer_cpu = time.monotonic() - t0, time.process_time() - own_cpu0
+            res = await gen.read(opts.k_seconds + 60)
+            if spy is not None:
+                (opts.run_dir / "profile-K-ours.txt").write_text(spy.stop())
+                say(f"K ours: py-spy profile in {opts.run_dir / 'profile-K-ours.txt'}")
+            cpu = servers.cpu_seconds(procs[0].pid) - cpu0
+            side = {
+                name: round(100 * (servers.cpu_seconds(p.pid) - side0[name]) / produce_s, 1)
+                for name, p in sides
             }
-        )
-        spy = PySpy(procs[0].pid, opts.run_dir / "K-ours-pyspy.txt") if opts.profile else None
-        t0, own_cpu0 = time.monotonic(), time.process_time()
-        sent = await produce(kafka.bootstrap, topic, orders, opts.k_rate, opts.k_seconds)
-        produce_s, producer_cpu = time.monotonic() - t0, time.process_time() - own_cpu0
-        res = await gen.read(opts.k_seconds + 60)
-        if spy is not None:
-            (opts.run_dir / "profile-K-ours.txt").write_text(spy.stop())
-            say(f"K ours: py-spy profile in {opts.run_dir / 'profile-K-ours.txt'}")
-        cpu = servers.cpu_seconds(procs[0].pid) - cpu0
-        side = {
-            name: round(100 * (servers.cpu_seconds(p.pid) - side0[name]) / produce_s, 1) for name, p in sides
-        }
-        hist = Histogram.from_json(res["hist"])
+            hist = Histogram.from_json(res["hist"])
+            say(
+                f"K ours run {n + 1}: {res['received']}/{sent} delivered, p50 {fmt(hist.percentile(50))} "
+                f"p95 {fmt(hist.percentile(95))} p99 {fmt(hist.percentile(99))} ms"
+            )
+            return {
+                "status": "ok",
+                "rate": opts.k_rate,
+                "produced": sent,
+                "produce_seconds": round(produce_s, 3),
+                "received": res["received"],
+                "loss": max(0, sent - res["received"]) / sent if sent else 0.0,
+                "p50_ms": hist.percentile(50),
+                "p95_ms": hist.percentile(95),
+                "p99_ms": hist.percentile(99),
+                "max_ms": float(max(hist.counts)) if hist.counts else None,
+                "server_cpu_pct": round(100 * cpu / produce_s, 1),
+                "loadgen_cpu_pct": round(100 * res["cpuMs"] / 1000 / produce_s, 1),
+                "producer_cpu_pct": round(100 * producer_cpu / produce_s, 1),
+                "broker_cpu_pct": side["broker"],
+                "redis_cpu_pct": side["redis"],
+            }
+
+        done = [await timed_run(n) for n in range(runs)]
+        # The run with the median p99 stands for the scenario (the worst loss of any run with it);
+        # on two shared cores one 10 s run's tail swings by a factor of three.
+        by_p99 = sorted(done, key=lambda r: r["p99_ms"] if r["p99_ms"] is not None else float("inf"))
         out["ours"] = {
-            "status": "ok",
-            "rate": opts.k_rate,
-            "produced": sent,
-            "produce_seconds": round(produce_s, 3),
-            "received": res["received"],
-            "loss": max(0, sent - res["received"]) / sent if sent else 0.0,
-            "p50_ms": hist.percentile(50),
-            "p95_ms": hist.percentile(95),
-            "p99_ms": hist.percentile(99),
-            "max_ms": float(max(hist.counts)) if hist.counts else None,
-            "server_cpu_pct": round(100 * cpu / produce_s, 1),
-            "loadgen_cpu_pct": round(100 * res["cpuMs"] / 1000 / produce_s, 1),
-            "producer_cpu_pct": round(100 * producer_cpu / produce_s, 1),
-            "broker_cpu_pct": side["broker"],
-            "redis_cpu_pct": side["redis"],
+            **by_p99[len(by_p99) // 2],
+            "loss": max(r["loss"] for r in done),
+            "runs": [
+                {k: r[k] for k in ("p50_ms", "p95_ms", "p99_ms", "loss", "server_cpu_pct")} for r in done
+            ],
         }
-        say(
-            f"K ours: {res['received']}/{sent} delivered, p50 {fmt(hist.percentile(50))} "
-            f"p95 {fmt(hist.percentile(95))} p99 {fmt(hist.percentile(99))} ms"
-        )
         # The same load without the gateway, once its processes are gone.
         await gen.close()
         gen = None
@@ -779,6 +799,16 @@ def report(results: dict[str, Any]) -> str:
         if ours.get("status") == "ok":
             for p in ("p50_ms", "p95_ms", "p99_ms"):
                 rows.append([f"K: {p[:-3]} ms at {ours['rate']}/s (Kafka->client)", fmt(ours[p]), "n/a", ""])
+            runs = ours.get("runs") or []
+            if len(runs) > 1:
+                rows.append(
+                    [
+                        f"K: p50 / p99 ms of each of {len(runs)} runs (above: the median-p99 run)",
+                        ", ".join(f"{fmt(r['p50_ms'])} / {fmt(r['p99_ms'])}" for r in runs),
+                        "",
+                        "",
+                    ]
+                )
             rows.append(
                 [f"K: share not delivered within 10 s at {ours['rate']}/s", fmt(ours["loss"], 4), "n/a", ""]
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bench.stats import Histogram, StepResult, best_held, fmt, merge_all, ratio, table
@@ -133,3 +135,27 @@ def test_report_tolerates_missing_and_failed_parts() -> None:
     assert "L embedded: max held updates/s" in text
     assert "not available: no Kafka" in text
     assert steps_table(results) == ""
+
+
+def test_report_gives_k_by_its_median_run_and_lists_each() -> None:
+    from bench.scenarios import report
+
+    def run(p50: float, p99: float) -> dict[str, Any]:
+        return {"p50_ms": p50, "p95_ms": p99 / 2, "p99_ms": p99, "loss": 0.0, "server_cpu_pct": 55.0}
+
+    runs = [run(5.0, 63.0), run(4.0, 18.0), run(6.0, 40.0)]
+    ours = {
+        "status": "ok",
+        "rate": 5000,
+        **runs[2],
+        "producer_cpu_pct": 15.0,
+        "broker_cpu_pct": 30.0,
+        "redis_cpu_pct": 14.0,
+        "loadgen_cpu_pct": 15.0,
+        "runs": runs,
+    }
+    text = report({"K": {"ours": ours, "kafka_floor": {"p50_ms": 2.0, "p99_ms": 6.0}}})
+    assert "5.0 / 63.0, 4.0 / 18.0, 6.0 / 40.0" in text
+    p99_row = next(line for line in text.splitlines() if line.startswith("K: p99 ms"))
+    assert p99_row.split()[-2] == "40.0"
+    assert "55.0 / 15.0 / 30.0 / 14.0 / 15.0" in text
