@@ -96,8 +96,13 @@ async def test_embedded_mode_authorizes_and_delivers_through_the_api(
         for client in (c, p):
             final = await client.next("order:status")
             assert (final["status"], final["final"]) == ("completed", True)
-        assert gw.gateway.manager.rooms["/client"].get(f"order:{order_id}") is None
-        assert all(order_id not in conn.orders for conn in gw.gateway.handlers.conns.values())
+        conns, rooms = gw.gateway.handlers.conns, gw.gateway.manager.rooms
+        deadline = time.monotonic() + 5
+        while any(order_id in conn.orders for conn in conns.values()) or rooms["/client"].get(
+            f"order:{order_id}"
+        ):
+            assert time.monotonic() < deadline, "the sockets did not leave the ended order's room"
+            await asyncio.sleep(0.02)
         late = build_envelope("order.status_changed", {"orderId": order_id, "status": "late"})
         assert (await post(gw.url, late, token=service_token()))[1]["outcome"] == "delivered"
         await asyncio.sleep(QUIET)

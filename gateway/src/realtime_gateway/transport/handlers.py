@@ -145,6 +145,7 @@ class GatewayHandlers:
         self.conns: dict[str, Conn] = {}
         self.keepalive_interval = keepalive_interval
         self._keepalive_task: asyncio.Task[None] | None = None
+        self._endings: set[asyncio.Task[None]] = set()
         self.connect_guards: list[ConnectGuard] = []
         self.event_guards: list[EventGuard] = []
         self.observers: list[Observer] = []
@@ -417,7 +418,11 @@ class GatewayHandlers:
         if isinstance(data, dict) and data.get(FINAL_STATUS_FIELD) is True:
             order_id = order_of_room(room)
             if order_id is not None:
-                await self.end_order(order_id)
+                # A task: the store round trips per member must not hold up the bus reader that
+                # delivered the status (its frames are written by now).
+                task = asyncio.create_task(self.end_order(order_id), name=f"end-order-{order_id}")
+                self._endings.add(task)
+                task.add_done_callback(self._endings.discard)
 
     async def end_order(self, order_id: str) -> None:
         """The order's final status was delivered here: its sockets on this instance leave the
