@@ -263,13 +263,9 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
                 sent_at = None
                 continue
             # The GPS stream's path: _emit_local and _delivered on one snapshot of the members.
-            participants = list(ns_rooms[room]._fwdm.items())
-            recipients = len(participants)
-            if skip_sid is not None:
-                skip = skip_sid if isinstance(skip_sid, list) else (skip_sid,)
-                participants = [p for p in participants if p[0] not in skip]
-                if isinstance(skip_sid, str):  # a list of held sockets still counts as sent
-                    recipients = len(participants)
+            participants = self._participants(namespace, room, skip_sid)
+            # A list of held sockets (recovery/manager.py) still counts as sent.
+            recipients = len(ns_rooms[room]) if isinstance(skip_sid, list) else len(participants)
             queued = self._write_frame(participants, _message_frame(namespace, body))
             if queued:
                 await self._queue(queued, _with_namespace(namespace, body), [])

@@ -62,19 +62,14 @@ def message_frame(encoded: bytes) -> bytes:
 def write_frames(
     sockets: Mapping[str, Any], participants: Iterable[tuple[str, str]], frame: bytes
 ) -> list[tuple[str, str]]:
-    """``write_frame(frame)`` to the Engine.IO socket of each (sid, eio_sid), inlined: this runs
-    once per delivery. Returns the participants whose socket does not write directly (gone, not
-    a DirectSocket, or not switched yet): their packets go through Engine.IO."""
+    """``write_frame(frame)`` to the Engine.IO socket of each (sid, eio_sid). Returns the
+    participants whose socket does not write directly (gone, not a DirectSocket, or not switched
+    yet): their packets go through Engine.IO."""
     queued: list[tuple[str, str]] = []
     for participant in participants:
-        sock: Any = sockets.get(participant[1])
-        transport = sock._transport if isinstance(sock, DirectSocket) else None
-        if transport is None:
+        sock = sockets.get(participant[1])
+        if not (isinstance(sock, DirectSocket) and sock.write_frame(frame)):
             queued.append(participant)
-        elif not (sock._writer._closing or transport.is_closing()):
-            transport.write(frame)
-            if transport.get_write_buffer_size() > sock.max_pending_bytes:
-                sock._abort_slow()
     return queued
 
 
