@@ -332,7 +332,7 @@ class GatewayHandlers:
                 except Exception:
                     log.exception("handler for %s failed", event)
                     ack = err(ErrorCode.INTERNAL, "internal error")
-                if ack.get("ok") is not True:
+                if is_error(ack):
                     await scope_of._error_event(namespace, sid, event, ack)
                 scope_of._observe(conn, event, ack, time.perf_counter() - started)
                 return ack
