@@ -22,11 +22,11 @@ from typing import Any
 
 import orjson
 
+from realtime_gateway.fanout.emitter import order_of_room
 from realtime_gateway.fanout.manager import RoomFanoutManager
 from realtime_gateway.observability.tracing import remote_parent
 from realtime_gateway.recovery.history import HistoryStore, Position
 
-ORDER_ROOM_PREFIX = "order:"
 FILL_ATTEMPTS = 4
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class HoldingManager(RoomFanoutManager):
         message = orjson.loads(body)
         room, data = message["r"], message["d"]
         position = _position(data)
-        if position is None or self.history is None or not room.startswith(ORDER_ROOM_PREFIX):
+        if position is None or self.history is None or order_of_room(room) is None:
             with remote_parent(message.get("tp")):
                 await self._deliver(
                     room, message["e"], data, message.get("n"), message.get("s"), message.get("t")
@@ -162,8 +162,8 @@ class HoldingManager(RoomFanoutManager):
 
     async def _fill(self, room: str, last: Position) -> Position:
         """Deliver what the history holds after ``last``; return the new last position."""
-        assert self.history is not None
-        order_id = room[len(ORDER_ROOM_PREFIX) :]
+        order_id = order_of_room(room)
+        assert self.history is not None and order_id is not None  # only order rooms are sequenced
         for attempt in range(FILL_ATTEMPTS):
             try:
                 result = await self.history.recover(order_id, last)
