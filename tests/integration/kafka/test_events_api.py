@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from realtime_contract import EVENTS_API_PATH, Env
+from realtime_gateway.fanout.emitter import order_room
 from realtime_gateway.ingest.envelope import build_envelope
 from tests.integration.kafka.conftest import Deploy, uid, without_recovery
 from tests.support.gateway_fixtures import EmbeddedFactory, mint_token
@@ -99,7 +100,7 @@ async def test_embedded_mode_authorizes_and_delivers_through_the_api(
         conns, rooms = gw.gateway.handlers.conns, gw.gateway.manager.rooms
         deadline = time.monotonic() + 5
         while any(order_id in conn.orders for conn in conns.values()) or rooms["/client"].get(
-            f"order:{order_id}"
+            order_room(order_id)
         ):
             assert time.monotonic() < deadline, "the sockets did not leave the ended order's room"
             await asyncio.sleep(0.02)
