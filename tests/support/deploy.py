@@ -47,6 +47,15 @@ async def eventually(
     raise AssertionError(f"timed out after {within}s waiting for {what} (last: {last!r})")
 
 
+async def until(condition: Callable[[], Any], *, within: float, what: str, interval: float = 0.05) -> Any:
+    """:func:`eventually` for a condition that needs no await."""
+
+    async def probe() -> Any:
+        return condition()
+
+    return await eventually(probe, within=within, what=what, interval=interval)
+
+
 async def seed_order(orders: Any, customer_id: str, porter_id: str | None) -> str:
     """A new order as the backend records it: created for the customer, assigned to the porter."""
     order_id = uid("order")

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
 
 import pytest
 
 from tests.integration.gateway.helpers import location
+from tests.support.deploy import until
 from tests.support.gateway_fixtures import EmbeddedFactory, mint_token
 from tests.support.sio import ConnectRefused, SioClient
 
 pytestmark = pytest.mark.integration
 
 LEEWAY_S = 1
-
-
-async def until(condition: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within}s: {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_socket_is_ended_when_its_token_expires(embedded_factory: EmbeddedFactory) -> None:
@@ -42,7 +33,9 @@ async def test_socket_is_ended_when_its_token_expires(embedded_factory: Embedded
     # Not before the last moment a connect with this token would still be accepted.
     assert ended_at >= exp + LEEWAY_S - 0.05
     assert await short.next("disconnect", timeout=5) == "server disconnect"  # python-socketio's name
-    await until(lambda: len(gw.gateway.handlers.conns) == 1, 5, "the ended socket is closed on the server")
+    await until(
+        lambda: len(gw.gateway.handlers.conns) == 1, within=5, what="the ended socket is closed on the server"
+    )
 
     # The other socket, on a token valid for an hour, is untouched and still served.
     assert lasting.connected and lasting.pending("error") == []

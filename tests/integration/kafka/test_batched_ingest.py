@@ -33,6 +33,7 @@ from realtime_gateway.state.connect import open_redis
 from realtime_gateway.state.keys import room_channel
 from realtime_gateway.state.multiplex import FastRedis
 from tests.integration.kafka.conftest import NoAccess
+from tests.support.deploy import eventually
 from tests.support.kafka_fixtures import unique_name
 from tests.support.kafka_server import KafkaBroker
 from tests.support.redis_server import RedisCluster, RedisServer
@@ -130,13 +131,6 @@ async def committed(broker: KafkaBroker, group: str) -> dict[TopicPartition, int
     return {tp: meta.offset for tp, meta in offsets.items()}
 
 
-async def until(check: Any, what: str, within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
-
-
 async def until_delivered_and_committed(
     emitter: SlowEmitter, broker: KafkaBroker, group: str, total: int, what: str = "every event delivered"
 ) -> None:
@@ -145,13 +139,13 @@ async def until_delivered_and_committed(
     async def all_delivered() -> bool:
         return emitter.delivered() >= total
 
-    await until(all_delivered, what)
+    await eventually(all_delivered, within=30.0, what=what)
 
     async def all_committed() -> bool:
         offsets = await committed(broker, group)
         return sum(offsets.values()) == total
 
-    await until(all_committed, "every offset committed")
+    await eventually(all_committed, within=30.0, what="every offset committed")
 
 
 def publishing_dispatcher(history: RedisHistory, redis_client: aioredis.Redis) -> Dispatcher:
@@ -230,7 +224,7 @@ async def test_records_produced_during_a_batch_are_read_ahead_and_make_the_next_
             # Taken from aiokafka while the first batch is still being delivered.
             return ingest._ahead_count == len(late) * 3
 
-        await until(read_ahead, "the records produced meanwhile to be read ahead")
+        await eventually(read_ahead, within=30.0, what="the records produced meanwhile to be read ahead")
         assert emitter.delivered() == 0
         emitter.gate.set()
         total = 1 + len(late) * 3
@@ -262,7 +256,7 @@ async def test_a_failing_event_holds_its_order_and_its_partition_commit(
         async def retried() -> bool:
             return emitter.failures >= 4  # retried with backoff for about a second by now
 
-        await until(retried, "the stuck event to be retried")
+        await eventually(retried, within=30.0, what="the stuck event to be retried")
         # Held: the order's later events wait, and its partition's committed offset stays at or
         # before the undelivered record (at least once), while the retries go on.
         assert emitter.seqs["hold0"] == [0, 1]
@@ -305,7 +299,7 @@ async def test_a_consumer_stopped_mid_batch_leaves_nothing_claimed_and_undeliver
         async def started() -> bool:
             return first.delivered() >= 8
 
-        await until(started, "the first consumer to deliver a few events")
+        await eventually(started, within=30.0, what="the first consumer to deliver a few events")
     finally:
         await ingest.stop()
     assert first.delivered() < len(orders) * per_order, "all delivered before the stop; nothing to test"
@@ -317,7 +311,7 @@ async def test_a_consumer_stopped_mid_batch_leaves_nothing_claimed_and_undeliver
         async def rest_delivered() -> bool:
             return first.delivered() + second.delivered() >= len(orders) * per_order
 
-        await until(rest_delivered, "the second consumer to deliver the rest")
+        await eventually(rest_delivered, within=30.0, what="the second consumer to deliver the rest")
         # Nothing more comes: a lost claim would show as a shortfall above, a duplicate here.
         await asyncio.sleep(0.5)
     finally:
@@ -354,7 +348,7 @@ async def test_a_batch_that_fails_unexpectedly_is_read_again_not_skipped(
         async def all_delivered() -> bool:
             return emitter.delivered() >= len(orders) * per_order
 
-        await until(all_delivered, "every event, the failed batch's included")
+        await eventually(all_delivered, within=30.0, what="every event, the failed batch's included")
     finally:
         await ingest.stop()
     assert broken["left"] == 0
@@ -384,7 +378,7 @@ async def test_one_orders_events_of_a_batch_share_history_calls_in_order(
         async def all_delivered() -> bool:
             return dispatcher.stats.by_outcome["delivered"] >= len(orders) * per_order
 
-        await until(all_delivered, "every event appended")
+        await eventually(all_delivered, within=30.0, what="every event appended")
     finally:
         await ingest.stop()
     for order_id in orders:
@@ -458,12 +452,12 @@ async def test_started_events_that_fail_are_retried_in_order(
         async def all_delivered() -> bool:
             return dispatcher.stats.by_outcome["delivered"] >= total
 
-        await until(all_delivered, "every event appended")
+        await eventually(all_delivered, within=30.0, what="every event appended")
 
         async def all_committed() -> bool:
             return sum((await committed(kafka_broker, config.consumer_group)).values()) == total
 
-        await until(all_committed, "every offset committed")
+        await eventually(all_committed, within=30.0, what="every offset committed")
     finally:
         await ingest.stop()
     assert history.left == 0, "the failures were not all used"

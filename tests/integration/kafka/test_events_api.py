@@ -15,6 +15,7 @@ from realtime_contract import EVENTS_API_PATH, Env
 from realtime_gateway.fanout.emitter import order_room
 from realtime_gateway.ingest.envelope import build_envelope
 from tests.integration.kafka.conftest import Deploy, uid, without_recovery
+from tests.support.deploy import until
 from tests.support.gateway_fixtures import EmbeddedFactory, mint_token
 from tests.support.sio import SioClient
 
@@ -98,12 +99,14 @@ async def test_embedded_mode_authorizes_and_delivers_through_the_api(
             final = await client.next("order:status")
             assert (final["status"], final["final"]) == ("completed", True)
         conns, rooms = gw.gateway.handlers.conns, gw.gateway.manager.rooms
-        deadline = time.monotonic() + 5
-        while any(order_id in conn.orders for conn in conns.values()) or rooms["/client"].get(
-            order_room(order_id)
-        ):
-            assert time.monotonic() < deadline, "the sockets did not leave the ended order's room"
-            await asyncio.sleep(0.02)
+        await until(
+            lambda: (
+                not any(order_id in conn.orders for conn in conns.values())
+                and not rooms["/client"].get(order_room(order_id))
+            ),
+            within=5,
+            what="the sockets to leave the ended order's room",
+        )
         late = build_envelope("order.status_changed", {"orderId": order_id, "status": "late"})
         assert (await post(gw.url, late, token=service_token()))[1]["outcome"] == "delivered"
         await asyncio.sleep(QUIET)

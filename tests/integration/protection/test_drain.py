@@ -17,6 +17,7 @@ import socketio
 from realtime_contract import Env
 from tests.integration.protection.conftest import Stack, scrape, uid
 from tests.integration.protection.lb import ReadinessBalancer
+from tests.support.deploy import until
 from tests.support.gateway_fixtures import mint_token
 from tests.support.gateway_proc import http_json
 from tests.support.sio import ConnectRefused
@@ -92,13 +93,6 @@ async def balancer_cleanup() -> AsyncIterator[list[ReadinessBalancer]]:
         await lb.stop()
 
 
-async def until(condition: Any, timeout: float, what: str) -> None:  # noqa: ASYNC109
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
 async def test_sigterm_moves_clients_and_exits_zero_within_the_drain_time(
     stack: Stack, balancer_cleanup: list[ReadinessBalancer]
 ) -> None:
@@ -106,7 +100,7 @@ async def test_sigterm_moves_clients_and_exits_zero_within_the_drain_time(
     a, b = stack.start("drain-a", **env), stack.start("drain-b", **env)
     lb = ReadinessBalancer([("127.0.0.1", a.port), ("127.0.0.1", b.port)])
     balancer_cleanup.append(await lb.start())
-    await until(lambda: all(lb.ready), 10, "both backends ready at the balancer")
+    await until(lambda: all(lb.ready), within=10, what="both backends ready at the balancer")
 
     porter, customers = uid("porter"), [uid("cust") for _ in range(4)]
     orders = [await stack.order(c, porter) for c in customers]
@@ -131,12 +125,14 @@ async def test_sigterm_moves_clients_and_exits_zero_within_the_drain_time(
 
     sender = asyncio.create_task(send_locations())
     try:
-        await until(lambda: all(len(w.locations) >= 3 for w in watchers), 10, "locations before the drain")
+        await until(
+            lambda: all(len(w.locations) >= 3 for w in watchers), within=10, what="locations before the drain"
+        )
 
         sigterm_at = time.monotonic()
         os.killpg(a.proc.popen.pid, signal.SIGTERM)
         # Readiness goes false first, and new sockets are refused while the old ones drain.
-        await until(lambda: http_json(a.url + "/readyz")[0] == 503, 3, "A /readyz 503")
+        await until(lambda: http_json(a.url + "/readyz")[0] == 503, within=3, what="A /readyz 503")
         with pytest.raises(ConnectRefused) as refused:
             await stack.connect(a, uid("late"), "customer")
         assert refused.value.code == "CAPACITY"
@@ -145,19 +141,21 @@ async def test_sigterm_moves_clients_and_exits_zero_within_the_drain_time(
         assert drain_metrics.value("realtime_connection_refusals_total", reason="DRAINING") == 1
 
         # The process leaves with 0 within the drain time.
-        await until(lambda: a.proc.popen.poll() is not None, DRAIN_SECONDS + 2, "A to exit")
+        await until(lambda: a.proc.popen.poll() is not None, within=DRAIN_SECONDS + 2, what="A to exit")
         exited_after = time.monotonic() - sigterm_at
         assert a.proc.popen.returncode == 0, a.tail()
         assert exited_after <= DRAIN_SECONDS + 0.5, exited_after
 
         # Every watcher was told, reconnected through the balancer to B and keeps receiving.
-        await until(lambda: all(w.subscribed.is_set() for w in watchers), 10, "watchers re-subscribed")
+        await until(
+            lambda: all(w.subscribed.is_set() for w in watchers), within=10, what="watchers re-subscribed"
+        )
         assert lb.routed[1] >= 4
         marks = [len(w.locations) for w in watchers]
         await until(
             lambda: all(len(w.locations) >= m + 3 for w, m in zip(watchers, marks, strict=True)),
-            10,
-            "locations after the move",
+            within=10,
+            what="locations after the move",
         )
         for w in watchers:
             assert w.drain_notices == 1 and w.disconnects >= 1 and w.connects >= 2
@@ -169,6 +167,6 @@ async def test_sigterm_moves_clients_and_exits_zero_within_the_drain_time(
             await w.stop()
     await until(
         lambda: scrape(b.url).value("realtime_active_connections", namespace="/client") == 0,
-        5,
-        "B to see the watchers leave",
+        within=5,
+        what="B to see the watchers leave",
     )

@@ -11,6 +11,7 @@ import pytest
 from realtime_gateway.auth.claims import Claims
 from realtime_gateway.auth.expiry import EXPIRED_EVENT, SessionExpiry
 from realtime_gateway.transport.handlers import Conn
+from tests.support.deploy import until
 
 pytestmark = pytest.mark.unit
 
@@ -33,13 +34,6 @@ def conn(sid: str, in_s: float, namespace: str = "/client") -> Conn:
     return Conn(sid, namespace, Claims("u-" + sid, "customer", time.time() + in_s), "token")
 
 
-async def until(condition: Any, within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 async def test_sockets_end_in_deadline_order_and_departed_ones_are_skipped() -> None:
     server = Server()
     expiry = SessionExpiry(server, leeway=0.0)
@@ -47,7 +41,7 @@ async def test_sockets_end_in_deadline_order_and_departed_ones_are_skipped() -> 
     expiry.on_connect(conn("gone", 0.1))
     expiry.on_connect(conn("early", 0.2, "/porter"))  # earlier than the armed 0.4 s: re-armed
     expiry.on_disconnect(conn("gone", 0.1))
-    await until(lambda: len(server.calls) == 4)
+    await until(lambda: len(server.calls) == 4, within=5.0, what="both live sockets ended")
     assert server.calls == [
         ("error", "early", "/porter"),
         ("disconnect", "early", "/porter"),
@@ -75,7 +69,7 @@ async def test_a_sid_connected_again_keeps_only_its_newest_deadline() -> None:
     expiry.on_connect(conn("s1", 3600))  # the same sid with a new token: the old entry is stale
     other = conn("s2", 0.15)
     expiry.on_connect(other)
-    await until(lambda: len(server.calls) == 2)
+    await until(lambda: len(server.calls) == 2, within=5.0, what="s2 ended")
     assert [c[1] for c in server.calls] == ["s2", "s2"]
     assert set(expiry._due) == {"s1"}
     await expiry.stop()

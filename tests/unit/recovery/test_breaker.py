@@ -5,7 +5,6 @@ call, enforced by a shared sweep with ``asyncio.timeout``'s semantics."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from realtime_gateway.recovery.resilience import (
     _Deadlines,
     unavailable,
 )
+from tests.support.deploy import until
 
 pytestmark = pytest.mark.unit
 
@@ -96,21 +96,14 @@ async def test_rebuild_after_an_outage_and_after_data_loss() -> None:
     assert await b._after_ok_probe(was_down=False) is True and rebuilds == [False, True]
 
 
-async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 async def test_monitor_loop_opens_and_closes() -> None:
     b, redis, rebuilds = breaker()
     task = asyncio.create_task(b._run())
     try:
         redis.answer = RedisConnectionError("refused")
-        await until(lambda: not b.up)
+        await until(lambda: not b.up, within=5.0, what="the breaker to open")
         redis.answer = True
-        await until(lambda: b.up)
+        await until(lambda: b.up, within=5.0, what="the breaker to close")
         assert rebuilds == [False]
     finally:
         task.cancel()
@@ -334,8 +327,8 @@ async def test_the_sweep_stops_when_no_call_is_in_flight() -> None:
     assert d.handle is not None and list(d.calls) == [task]
     await asyncio.wait_for(task, 5)
     assert d.calls == {} and d.expired == {}
-    await until(lambda: d.handle is None, within=SWEEP + SLACK)
+    await until(lambda: d.handle is None, within=SWEEP + SLACK, what="the idle sweep to stop")
     # Nothing scheduled any more; the next call starts the sweep again.
     ack = await b.guarded("x", sleeper(60), deadline=0.05)(None, {})
     assert ack == UNAVAILABLE_ACK
-    await until(lambda: d.handle is None, within=SWEEP + SLACK)
+    await until(lambda: d.handle is None, within=SWEEP + SLACK, what="the idle sweep to stop")
