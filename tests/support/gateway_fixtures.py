@@ -66,9 +66,13 @@ class EmbeddedGateway:
     url: str
     gateway: Any  # realtime_gateway.app.Gateway
     runner: web.AppRunner
+    stopped: bool = False
 
     async def stop(self) -> None:
-        await self.runner.cleanup()
+        """Idempotent: a test may stop it itself before the fixture's teardown does."""
+        if not self.stopped:
+            self.stopped = True
+            await self.runner.cleanup()
 
 
 EmbeddedFactory = Callable[..., Awaitable[EmbeddedGateway]]

@@ -28,6 +28,7 @@ from realtime_contract import NAMESPACE_ROLES
 
 from .observability.metrics import GatewayMetrics
 from .ratelimit import RateLimiter, RateRule
+from .tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -268,9 +269,7 @@ class HandshakeWatchdog:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks(self._task)
             self._task = None
 
     def _joined(self, eio_sid: str) -> bool:

@@ -45,6 +45,7 @@ from realtime_gateway.ingest.ports import Emitted
 from realtime_gateway.ingest.producer import CORRELATION_HEADER
 from realtime_gateway.ingest.telemetry import IngestTelemetry
 from realtime_gateway.ingest.topics import ensure_topics
+from realtime_gateway.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +149,7 @@ class KafkaIngest:
         if self._tasks and not self._idle.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), STOP_GRACE_S)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(*self._tasks)
         self._tasks = []
         if self._consumer is not None:
             # What was delivered is committed before leaving, so a restart re-reads less.
@@ -235,9 +232,7 @@ class KafkaIngest:
         try:
             await self._deliver_batches(consumer)
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await stop_tasks(reader)
 
     def _backoff(self, exc: Exception, what: str, delay: float) -> float:
         """Count and log a failed loop pass; the delay before the next one."""

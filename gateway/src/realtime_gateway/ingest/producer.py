@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from realtime_gateway.ingest.kafka_config import KafkaConfig
 from realtime_gateway.ingest.telemetry import IngestTelemetry
+from realtime_gateway.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +98,7 @@ class KafkaEventSink:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks(self._task)
         if self._producer is not None:
             # Flushes what is in flight so acknowledged-to-client messages are really on the broker.
             await self._producer.stop()

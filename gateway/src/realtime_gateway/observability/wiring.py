@@ -41,6 +41,7 @@ from realtime_gateway.ratelimit import (
     classify,
     parse_rule,
 )
+from realtime_gateway.tasks import stop_tasks
 from realtime_gateway.transport.acks import ErrorCode, err
 
 if TYPE_CHECKING:
@@ -341,9 +342,7 @@ def install_operations(gateway: Gateway, app: web.Application) -> Operations:
         tasks.append(asyncio.create_task(follow_readiness(), name="readiness-gauge"))
 
     async def stop() -> None:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(*tasks)
         await watchdog.stop()
         tracing.force_flush(2.0)
         tracing.shutdown()

@@ -27,6 +27,7 @@ from typing import Any, Final
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from realtime_gateway.tasks import stop_tasks
 from realtime_gateway.transport.acks import Ack, err
 
 log = logging.getLogger(__name__)
@@ -197,9 +198,7 @@ class RedisBreaker:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks(self._task)
         if self._probe_client is not self._r:
             with contextlib.suppress(Exception):
                 await self._probe_client.aclose()

@@ -37,6 +37,7 @@ from realtime_gateway.recovery.manager import HoldingManager
 from realtime_gateway.recovery.resilience import PROBE_TIMEOUT_S, RedisBreaker
 from realtime_gateway.state.base import ReconnectGrant, SocketRecord
 from realtime_gateway.state.connect import tls_options
+from realtime_gateway.tasks import stop_tasks
 from realtime_gateway.transport.acks import Ack, ErrorCode, err, ok
 from realtime_gateway.transport.payloads import Id, _Payload, parse
 
@@ -205,9 +206,7 @@ class Reliability:
             self.breaker.start()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(*self._tasks)
         if self.breaker is not None:
             await self.breaker.stop()
         if self._background:

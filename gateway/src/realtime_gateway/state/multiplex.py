@@ -31,6 +31,7 @@ from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime_gateway.state.resp import Push, RespParser, pack_command
+from realtime_gateway.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -358,8 +359,7 @@ class Subscriber:
 
     async def aclose(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await stop_tasks(self._task)
             self._task = None
         _close(self._writer)
         self._writer = None

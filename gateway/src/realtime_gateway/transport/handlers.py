@@ -42,6 +42,7 @@ from realtime_gateway.fanout.emitter import (
 )
 from realtime_gateway.fanout.manager import RoomFanoutManager
 from realtime_gateway.state.base import LiveSocket, ReconnectGrant, SocketRecord, Stores
+from realtime_gateway.tasks import stop_tasks
 from realtime_gateway.transport.acks import Ack, ErrorCode, err, error_event, is_error, ok
 from realtime_gateway.transport.payloads import (
     OrderRef,
@@ -291,8 +292,7 @@ class GatewayHandlers:
 
     async def stop_keepalive(self) -> None:
         if self._keepalive_task is not None:
-            self._keepalive_task.cancel()
-            await asyncio.gather(self._keepalive_task, return_exceptions=True)
+            await stop_tasks(self._keepalive_task)
             self._keepalive_task = None
 
     # --- event dispatch -----------------------------------------------------------------------
