@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import aiohttp
 
+from realtime_gateway.tasks import stop_tasks
 from tests.support.procs import free_port
 
 
@@ -75,13 +76,8 @@ class ReadinessBalancer:
                 dst.close()
 
     async def stop(self) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
+        await stop_tasks(self._probe)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        for task in list(self._pipes):
-            task.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
+        await stop_tasks(*self._pipes)
