@@ -282,7 +282,7 @@ def install_reliability(gateway: Gateway) -> Reliability:
     else:
         client = gateway.redis.commands
         history = RedisHistory(client, fast=gateway.redis.fast)
-        presence, offline = RedisPresence(client), RedisOfflineQueue(client)
+        presence, offline = RedisPresence(client, fast=gateway.redis.fast), RedisOfflineQueue(client)
         emitter.history_publishes = True
         manager.history = history
     emitter.history, emitter.offline = history, offline
