@@ -25,6 +25,11 @@ RESULTS_DIR = servers.REPO / "bench" / "results"
 DEFAULT_RATES = [1000, 2500, 5000, 7500, 10000, 12500, 15000, 20000, 25000]
 QUICK_RATES = [1000, 5000, 10000, 20000]
 QUICK_X_RATES = [1000, 5000]
+# X with a CPU cap per process: 12 % apart, so the 3-vs-1 ratio is resolved to about a tenth.
+CAP_RATES = [400, 450, 500, 560, 630, 700, 790, 880, 990, 1100, 1240, 1390, 1560, 1740, 1950, 2190]
+CAP_RATES += [2450, 2750, 3080, 3450, 3860, 4320, 4840, 5420, 6070, 6800]
+QUICK_CAP_RATES = [500, 1000, 1500, 2000, 3000, 4000]
+DEFAULT_CAP_SHARE = 0.3
 
 
 def raise_fd_limit() -> int:
@@ -77,6 +82,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--orders", type=int, help="orders in L/X (each: 1 porter, 1 customer, 1 admin)")
     ap.add_argument("--rates", help="comma-separated location updates/s steps for L")
     ap.add_argument("--x-rates", help="comma-separated steps for X")
+    ap.add_argument(
+        "--cap-share",
+        type=float,
+        default=DEFAULT_CAP_SHARE,
+        help="X again with each server process held to this share of a core (cgroup); 0 skips it",
+    )
+    ap.add_argument("--cap-rates", help="comma-separated steps for the CPU-capped X runs")
     ap.add_argument("--step-seconds", type=float, help="seconds of sending per step")
     ap.add_argument("--connections", type=int, help="idle sockets in C")
     ap.add_argument("--workers", type=int, default=1, help="load-generator processes in L/X")
@@ -104,6 +116,8 @@ def options(args: argparse.Namespace, run_dir: Path) -> Options:
     )
     x_default = QUICK_X_RATES if quick else rates
     x_rates = [int(x) for x in args.x_rates.split(",")] if args.x_rates else x_default
+    cap_default = QUICK_CAP_RATES if quick else CAP_RATES
+    cap_rates = [int(x) for x in args.cap_rates.split(",")] if args.cap_rates else cap_default
     ours_env = dict(kv.split("=", 1) for kv in args.ours_env)
     return Options(
         run_dir=run_dir,
@@ -112,6 +126,8 @@ def options(args: argparse.Namespace, run_dir: Path) -> Options:
         orders=args.orders or (100 if quick else 300),
         rates=rates,
         x_rates=x_rates,
+        cap_share=max(0.0, args.cap_share),
+        cap_rates=cap_rates,
         step_seconds=args.step_seconds or (3.0 if quick else 5.0),
         drain_ms=1500 if quick else 2000,
         connections=args.connections or (1500 if quick else 15000),

@@ -16,7 +16,7 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
-from bench import servers
+from bench import cpucap, servers
 from bench.loadgen import Loadgen
 from bench.profiling import PySpy, signal_dump
 from bench.stats import Histogram, StepResult, best_held, fmt, merge_all, table
@@ -43,6 +43,9 @@ class Options:
     connections: int = 15000
     local_addresses: int = 64
     x_rates: list[int] = field(default_factory=list)
+    # X again with every server process held to this share of a core (0: not run), on cap_rates.
+    cap_share: float = 0.3
+    cap_rates: list[int] = field(default_factory=list)
     k_rate: int = 5000
     k_seconds: float = 10.0
     ours_env: dict[str, str] = field(default_factory=dict)
@@ -162,17 +165,24 @@ async def location_run(
     instances: int,
     rates: Sequence[int],
     redis: servers.Redis | None = None,
+    cpu_share: float | None = None,
 ) -> dict[str, Any]:
-    """Start ``instances`` servers, subscribe a customer and an admin to each order, step the rate."""
+    """Start ``instances`` servers, subscribe a customer and an admin to each order, step the rate.
+    ``cpu_share``: each server process is held to that share of a core (``bench/cpucap.py``)."""
     tag = f"{label}-{target}".replace(" ", "")
     orders = make_orders(opts.orders, tag)
     redis_url = redis.url if redis else None
     procs = start_targets(target, opts, tag, instances, redis_url)
+    caps: list[cpucap.CpuCap] = []
     gens: list[Loadgen] = []
     steps: list[StepResult] = []
     retries = 0
     refusals: dict[str, int] = {}
     try:
+        if cpu_share is not None:
+            for i, proc in enumerate(procs):
+                caps.append(cpucap.CpuCap(f"{tag}-{i}", cpu_share))
+                caps[-1].add(proc.pid)
         await authorize_orders(procs[0].url, orders)
         urls = [p.url for p in procs]
         for w, part in enumerate(split(orders, opts.workers)):
@@ -208,6 +218,7 @@ async def location_run(
         for rate in rates:
             start_at = int(time.time() * 1000) + 300
             cpu0 = sum(servers.cpu_seconds(p.pid) for p in procs)
+            throttled0 = sum(c.throttled_s() for c in caps)
             rcpu0 = servers.cpu_seconds(redis.proc.pid) if redis else 0.0
             cmd = {
                 "cmd": "step",
@@ -241,6 +252,7 @@ async def location_run(
                 server_cpu_s=cpu1 - cpu0,
                 redis_cpu_s=rcpu1 - rcpu0 if redis else None,
                 errors=errors,
+                throttled_s=sum(c.throttled_s() for c in caps) - throttled0 if caps else None,
             )
             steps.append(step)
             s = step.summary()
@@ -250,6 +262,7 @@ async def location_run(
                 f"loss {s['loss']:.4f} server cpu {fmt(s['server_cpu_pct'])}% "
                 f"loadgen cpu {fmt(s['loadgen_cpu_pct'])}%"
                 f"{' redis cpu ' + fmt(s['redis_cpu_pct']) + '%' if redis else ''}"
+                f"{' throttled ' + fmt(s['throttled_s'], 2) + ' s' if caps else ''}"
                 f"{' errors ' + json.dumps(errors) if errors else ''}"
                 f"{'' if step.held(P99_LIMIT_MS) else '  (not held)'}"
             )
@@ -266,12 +279,15 @@ async def location_run(
         for g in gens:
             await g.close()
         servers.stop_all(procs)
+        for cap in caps:
+            cap.close()
     best = best_held(steps, P99_LIMIT_MS)
     peak = max(steps, key=lambda s: s.deliveries_per_s) if steps else None
     return {
         "target": target,
         "instances": instances,
         "redis": bool(redis_url),
+        "cpu_share": cpu_share,
         "orders": opts.orders,
         "connect_retries": retries,
         "connect_refusals": refusals,
@@ -295,19 +311,46 @@ async def scenario_l(opts: Options) -> dict[str, Any]:
 
 
 async def scenario_x(opts: Options) -> dict[str, Any]:
+    """X1 uncapped (also "L with Redis"); then 1 and 3 processes each held to ``cap_share`` of a
+    core, whose held rates give the scaling. Where no CPU cap can be set, 3 uncapped processes
+    instead (their held rate is then the machine's)."""
     out: dict[str, Any] = {}
+    why_not = cpucap.unavailable() if opts.cap_share > 0 else "not asked for (--cap-share 0)"
+    if why_not is not None:
+        say(f"X capped: not run, {why_not}")
+        out["capped"] = {"unavailable": why_not}
+
+    async def run(t: str, key: str, n: int, share: float | None, rates: list[int]) -> dict[str, Any]:
+        label = f"X{key}"
+        redis = servers.start_redis(
+            opts.run_dir / f"redis-{label}-{t}", opts.run_dir / "logs", f"redis-{label}-{t}"
+        )
+        try:
+            result = await guarded(f"{label} {t}", location_run(t, opts, label, n, rates, redis, share))
+        finally:
+            redis.stop()
+        out[t][key] = result
+        return result
+
     for t in opts.targets:
         out[t] = {}
-        for n in (1, 3):
-            redis = servers.start_redis(
-                opts.run_dir / f"redis-x-{t}-{n}", opts.run_dir / "logs", f"redis-x-{t}-{n}"
-            )
-            try:
-                run = location_run(t, opts, f"X{n}", n, opts.x_rates, redis)
-                out[t][str(n)] = await guarded(f"X{n} {t}", run)
-            finally:
-                redis.stop()
+        await run(t, "1", 1, None, opts.x_rates)
+        if why_not is not None:
+            await run(t, "3", 3, None, opts.x_rates)
+            continue
+        one = await run(t, "1cap", 1, opts.cap_share, opts.cap_rates)
+        await run(t, "3cap", 3, opts.cap_share, cap_ladder_from(opts.cap_rates, _g(one, "best", "rate")))
     return out
+
+
+def cap_ladder_from(rates: list[int], one_held: float | None) -> list[int]:
+    """The capped 3-process ladder from the step below 1.5 times what one process held: the steps
+    beneath only cost time (three processes hold at least what one does)."""
+    if not one_held:
+        return rates
+    floor = 1.5 * one_held
+    below = [r for r in rates if r <= floor]
+    return rates[len(below) - 1 :] if below else rates
 
 
 # ---- C: idle authenticated connections -----------------------------------------------------------
@@ -676,6 +719,30 @@ def _cpu_at_common_rate(a: Any, b: Any) -> tuple[float, float | None, float | No
     return found
 
 
+def _capped_scaling(
+    x_res: dict[str, Any],
+) -> tuple[float, dict[str, dict[str, float | None]], dict[str, float | None]] | None:
+    """(share, held deliveries/s by target and process count, 3-vs-1 ratio by target) of the
+    CPU-capped X runs, or None when none ran."""
+    share = next(
+        (
+            _g(x_res, t, f"{n}cap", "cpu_share")
+            for t in TARGETS
+            for n in (1, 3)
+            if _g(x_res, t, f"{n}cap", "cpu_share") is not None
+        ),
+        None,
+    )
+    if share is None:
+        return None
+    held = {t: {n: _g(x_res, t, f"{n}cap", "best", "deliveries_per_s") for n in ("1", "3")} for t in TARGETS}
+    ratio: dict[str, float | None] = {}
+    for t in TARGETS:
+        one, three = held[t]["1"], held[t]["3"]
+        ratio[t] = three / one if one and three is not None else None
+    return float(share), held, ratio
+
+
 def report(results: dict[str, Any]) -> str:
     rows: list[list[str]] = []
     l_res = results.get("L")
@@ -748,7 +815,8 @@ def report(results: dict[str, Any]) -> str:
         )
     x_res = results.get("X")
     if x_res:
-        for n in ("1", "3"):
+        uncapped = [n for n in ("1", "3") if any(_g(x_res, t, n) is not None for t in TARGETS)]
+        for n in uncapped:
             rows.append(
                 _ratio_row(
                     f"X redis, {n} process(es): max held deliveries/s",
@@ -756,27 +824,36 @@ def report(results: dict[str, Any]) -> str:
                     _g(x_res, "reference", n, "best", "deliveries_per_s"),
                 )
             )
-        scal: dict[str, float | None] = {}
-        for t in TARGETS:
-            one = _g(x_res, t, "1", "best", "deliveries_per_s")
-            three = _g(x_res, t, "3", "best", "deliveries_per_s")
-            scal[t] = three / one if one and three is not None else None
-        rows.append(["X: scaling 3 vs 1 process", fmt(scal["ours"], 2), fmt(scal["reference"], 2), ""])
-        # Held throughput cannot grow past the machine's free cores; CPU per delivery, 1 vs 3
-        # processes at one rate, says what a process costs when deliveries cross instances, so
-        # what 3 processes with a core each would deliver against one.
-        projected: dict[str, float | None] = {}
-        for t in TARGETS:
-            per = _cpu_at_common_rate(_g(x_res, t, "3", "steps"), _g(x_res, t, "1", "steps"))
-            projected[t] = 3 * per[2] / per[1] if per is not None and per[1] and per[2] else None
-        rows.append(
-            [
-                "X: scaling 3 vs 1 with a core per process (3 x CPU/delivery 1 proc / 3 procs)",
-                fmt(projected["ours"], 2),
-                fmt(projected["reference"], 2),
-                "",
-            ]
-        )
+        if "3" in uncapped:
+            # No CPU caps here: held throughput cannot grow past the machine's free cores.
+            scal: dict[str, float | None] = {}
+            for t in TARGETS:
+                one = _g(x_res, t, "1", "best", "deliveries_per_s")
+                three = _g(x_res, t, "3", "best", "deliveries_per_s")
+                scal[t] = three / one if one and three is not None else None
+            rows.append(
+                ["X: scaling 3 vs 1 process (uncapped)", fmt(scal["ours"], 2), fmt(scal["reference"], 2), ""]
+            )
+        capped = _capped_scaling(x_res)
+        if capped is not None:
+            share, held, ratio = capped
+            for n in ("1", "3"):
+                rows.append(
+                    _ratio_row(
+                        f"X capped at {fmt(share, 2)} core per process, {n} process(es): "
+                        "max held deliveries/s",
+                        held["ours"][n],
+                        held["reference"][n],
+                    )
+                )
+            rows.append(
+                [
+                    f"X: scaling 3 vs 1, each process capped at {fmt(share, 2)} core",
+                    fmt(ratio["ours"], 2),
+                    fmt(ratio["reference"], 2),
+                    "",
+                ]
+            )
         common = _cpu_at_common_rate(_g(x_res, "ours", "1", "steps"), _g(x_res, "reference", "1", "steps"))
         if common is not None:
             rows.append(
@@ -889,10 +966,11 @@ def steps_table(results: dict[str, Any]) -> str:
                     fmt(st.get("server_us_per_delivery")),
                     fmt(st.get("redis_cpu_pct")),
                     fmt(st["loadgen_cpu_pct"]),
+                    fmt(st.get("throttled_s"), 2) if "throttled_s" in st else "",
                 ]
             )
     if not rows:
         return ""
     headers = ["run", "upd/s", "deliv/s", "p50", "p95", "p99", "loss"]
-    headers += ["srv cpu%", "us/deliv", "redis%", "gen cpu%"]
+    headers += ["srv cpu%", "us/deliv", "redis%", "gen cpu%", "throttled s"]
     return table(headers, rows)

@@ -73,6 +73,8 @@ class StepResult:
     server_cpu_s: float | None = None
     redis_cpu_s: float | None = None
     errors: dict[str, int] = field(default_factory=dict)
+    # CPU-capped servers (bench/cpucap.py): seconds they spent throttled during the step.
+    throttled_s: float | None = None
 
     @property
     def loss(self) -> float:
@@ -139,6 +141,7 @@ class StepResult:
                 else None
             ),
             "errors": dict(self.errors),
+            **({} if self.throttled_s is None else {"throttled_s": round(self.throttled_s, 3)}),
         }
 
 

@@ -159,3 +159,68 @@ def test_report_gives_k_by_its_median_run_and_lists_each() -> None:
     p99_row = next(line for line in text.splitlines() if line.startswith("K: p99 ms"))
     assert p99_row.split()[-2] == "40.0"
     assert "55.0 / 15.0 / 30.0 / 14.0 / 15.0" in text
+
+
+def test_report_gives_x_scaling_from_the_capped_runs() -> None:
+    from bench.scenarios import report, steps_table
+
+    def run(n: int, held: float | None, share: float | None = 0.3) -> dict[str, Any]:
+        best = None if held is None else {"rate": held / 2, "deliveries_per_s": held}
+        step = {
+            "rate": 500.0,
+            "deliveries_per_s": 1000.0,
+            "p50_ms": 1.0,
+            "p95_ms": 2.0,
+            "p99_ms": 3.0,
+            "loss": 0.0,
+            "server_cpu_pct": 25.0,
+            "loadgen_cpu_pct": 10.0,
+            **({"throttled_s": 0.25} if share else {}),
+        }
+        return {"instances": n, "cpu_share": share, "steps": [step], "best": best}
+
+    x = {
+        "ours": {"1": run(1, 15000.0, None), "1cap": run(1, 2480.0), "3cap": run(3, 7720.0)},
+        "reference": {"1": run(1, 10000.0, None), "1cap": run(1, 2000.0), "3cap": run(3, None)},
+    }
+    text = report({"X": x})
+    scaling = next(line for line in text.splitlines() if line.startswith("X: scaling 3 vs 1, each"))
+    assert "capped at 0.30 core" in scaling
+    assert scaling.split()[-2:] == ["3.11", "n/a"]  # 7720 / 2480; the reference held no step
+    assert "uncapped" not in text  # no uncapped 3-process run to compare
+    assert "0.25" in steps_table({"X": x})  # the throttled seconds of each capped step
+
+
+def test_the_capped_three_process_ladder_starts_below_one_and_a_half_times_one() -> None:
+    from bench.scenarios import cap_ladder_from
+
+    rates = [400, 500, 630, 790, 990, 1240, 1560, 1950, 2450, 3080]
+    assert cap_ladder_from(rates, 1240.0) == [1560, 1950, 2450, 3080]  # 1.5 x 1240 = 1860
+    assert cap_ladder_from(rates, None) == rates
+    assert cap_ladder_from(rates, 100.0) == rates
+
+
+def test_a_cpu_cap_moves_a_process_in_and_out_of_its_group() -> None:
+    import subprocess
+    import sys
+
+    from bench import cpucap
+
+    why_not = cpucap.unavailable()
+    if why_not is not None:
+        pytest.skip(why_not)
+    with pytest.raises(ValueError, match="CPU share"):
+        cpucap.CpuCap("bad", 0)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    cap = cpucap.CpuCap(f"unit-{child.pid}", 0.25)
+    try:
+        cap.add(child.pid)
+        assert cap.pids() == [child.pid]
+        assert cap.throttled_s() >= 0
+        quota = cap.path / ("cpu.max" if cap.version == 2 else "cpu.cfs_quota_us")
+        assert quota.read_text().split()[0] == str(round(0.25 * cpucap.PERIOD_US))
+    finally:
+        cap.close()
+        child.kill()
+        child.wait()
+    assert not cap.path.exists()
