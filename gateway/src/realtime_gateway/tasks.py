@@ -23,16 +23,25 @@ async def stop_tasks(*tasks: asyncio.Task[Any] | None) -> None:
     """Cancel ``tasks`` (``None`` and the calling task are skipped) and wait until all have ended.
 
     A task that ended with an error other than its cancellation is logged, not raised: stopping
-    goes on with the rest.
+    goes on with the rest. When the caller is cancelled meanwhile (it is itself being stopped, by
+    this function too, with these tasks stopped in its cleanup), its tasks are still stopped first,
+    then the cancellation is raised: an interrupted cleanup would leave them running.
     """
     current = asyncio.current_task()
     pending = {t for t in tasks if t is not None and t is not current}
     ended: list[asyncio.Task[Any]] = []
+    interrupted = False
     while pending:
         for task in pending:
             task.cancel()
-        done, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
+        try:
+            done, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
+        except asyncio.CancelledError:
+            interrupted = True
+            continue
         ended.extend(done)
     for task in ended:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.warning("task %s ended with %r while stopping", task.get_name(), exc)
+    if interrupted:
+        raise asyncio.CancelledError

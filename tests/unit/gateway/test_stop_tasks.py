@@ -84,3 +84,38 @@ async def test_none_and_the_calling_task_are_skipped_and_errors_are_logged(
         await stop_tasks(failing)
     assert failing.done() and not failing.cancelled()
     assert "failing" in caplog.text and "boom" in caplog.text
+
+
+async def test_a_task_stopping_its_own_tasks_in_cleanup_finishes_that_before_it_ends() -> None:
+    ignored = 0
+
+    async def stubborn() -> None:
+        # A child that needs a few cancels (and so more than one re-cancel period) to end.
+        nonlocal ignored
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                ignored += 1
+                if ignored >= 3:
+                    raise
+
+    child = asyncio.create_task(stubborn())
+
+    async def parent() -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            await stop_tasks(child)
+
+    outer = asyncio.create_task(parent())
+    await asyncio.sleep(0)
+    try:
+        async with asyncio.timeout(5):
+            # Re-cancels the parent while its cleanup waits for the child.
+            await stop_tasks(outer)
+        assert outer.cancelled()
+        assert child.done(), "the parent ended while its child still ran"
+        assert child.cancelled() and ignored == 3
+    finally:
+        await stop_tasks(child)  # so that a failure here does not hang the loop's teardown
