@@ -188,6 +188,12 @@ def test_report_gives_x_scaling_from_the_capped_runs() -> None:
     assert "capped at 0.30 core" in scaling
     assert scaling.split()[-2:] == ["3.11", "n/a"]  # 7720 / 2480; the reference held no step
     assert "uncapped" not in text  # no uncapped 3-process run to compare
+    # Three processes held the top of their ladder: the ratio is only a lower bound.
+    x["ours"]["3cap"]["steps"][0]["rate"] = 3860.0
+    x["ours"]["3cap"]["best"]["rate"] = 3860.0
+    lines = report({"X": x}).splitlines()
+    topped = next(line for line in lines if line.startswith("X: scaling 3 vs 1, each"))
+    assert "≥ 3.11" in topped
     assert "0.25" in steps_table({"X": x})  # the throttled seconds of each capped step
 
 
