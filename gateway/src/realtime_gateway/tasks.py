@@ -1,4 +1,9 @@
-"""Stopping the gateway's background tasks.
+"""The gateway's background tasks.
+
+``Background``: the tasks a component starts and does not await where it starts them (a send
+retried until acknowledged, a socket ended, a batch flushed), kept referenced until they end (the
+event loop holds tasks only weakly) so that a shutdown can wait for them; a task that fails is
+logged.
 
 ``stop_tasks(*tasks)``: cancel and wait until every task has ended, repeating the cancel. Python
 3.11's ``asyncio.wait_for`` returns an inner result that arrives in the same loop iteration as a
@@ -11,12 +16,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any, Final
 
 log = logging.getLogger(__name__)
 
 # How long a cancelled task gets before it is cancelled again.
 RECANCEL_S: Final = 0.1
+
+
+class Background:
+    __slots__ = ("_name", "_tasks")
+
+    def __init__(self, name: str) -> None:
+        self._name = name  # for the log line of a failed task
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("%s background task failed: %r", self._name, exc)
+
+    async def wait(self, within: float | None = None) -> None:
+        """Until every task started so far has ended, or ``within`` seconds (they run on)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=within)
 
 
 async def stop_tasks(*tasks: asyncio.Task[Any] | None) -> None:

@@ -119,3 +119,30 @@ async def test_a_task_stopping_its_own_tasks_in_cleanup_finishes_that_before_it_
         assert child.cancelled() and ignored == 3
     finally:
         await stop_tasks(child)  # so that a failure here does not hang the loop's teardown
+
+
+async def test_background_keeps_its_tasks_until_they_end_and_logs_a_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from realtime_gateway.tasks import Background
+
+    background = Background("unit")
+    release = asyncio.Event()
+
+    async def waits() -> str:
+        await release.wait()
+        return "done"
+
+    async def fails() -> None:
+        raise RuntimeError("boom")
+
+    slow = background.spawn(waits(), name="slow")
+    with caplog.at_level(logging.WARNING, logger="realtime_gateway.tasks"):
+        background.spawn(fails())
+        await background.wait(within=0.05)  # gives up on the slow one, which runs on
+        assert "unit background task failed" in caplog.text and "boom" in caplog.text
+    assert not slow.done() and slow.get_name() == "slow"
+    release.set()
+    async with asyncio.timeout(5):
+        await background.wait()
+    assert slow.result() == "done"

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from realtime_gateway.auth.errors import ConnectCode
+from realtime_gateway.tasks import Background
 
 if TYPE_CHECKING:
     from realtime_gateway.transport.handlers import Conn
@@ -49,7 +50,7 @@ class SessionExpiry:
         self._heap: list[tuple[float, str]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._armed_for = float("inf")
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._endings = Background("session expiry")
         self.expired = 0
 
     # --- observer -----------------------------------------------------------------------------
@@ -95,9 +96,7 @@ class SessionExpiry:
             if entry is None or entry[0] != when:
                 continue  # gone, or connected again since with another deadline
             del due[sid]
-            task = asyncio.ensure_future(self._end(sid, entry[1]))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._endings.spawn(self._end(sid, entry[1]))
         self._arm()
 
     async def _end(self, sid: str, namespace: str) -> None:
@@ -113,5 +112,4 @@ class SessionExpiry:
             self._timer.cancel()
             self._timer = None
         self._armed_for = float("inf")
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._endings.wait()

@@ -19,6 +19,7 @@ from realtime_gateway.ingest.dispatch import CHAT_TYPING, JOB_OFFER_CLOSED, Disp
 from realtime_gateway.ingest.ports import Emitter, EventSink, OfferDecision, OfferOutcome, OfferStore
 from realtime_gateway.observability.logs import current_correlation_id
 from realtime_gateway.state.base import OrderAccessStore
+from realtime_gateway.tasks import Background
 from realtime_gateway.transport.acks import Ack, ErrorCode, err, ok
 from realtime_gateway.transport.handlers import Conn
 from realtime_gateway.transport.payloads import ChatMessageSend, OfferAccept, OfferReject, OrderRef, parse
@@ -57,7 +58,7 @@ class IngestActions:
         # None in embedded mode: no Kafka, chat goes straight to the dispatcher.
         self._sink = sink
         self._sample_every = sample_every
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = Background("kafka send")
         self.samples_sent = 0
 
     # --- chat ---------------------------------------------------------------------------------
@@ -152,7 +153,7 @@ class IngestActions:
         if self._sink is not None:
             envelope = ev.build_envelope("job.offer.accepted" if accepted else "job.offer.rejected", record)
             # Redis already decided the race; the record must follow even if the broker is slow.
-            self._spawn(self._send_until_acked("porterEvents", porter_id, envelope))
+            self._background.spawn(self._send_until_acked("porterEvents", porter_id, envelope))
         closed = {"offerId": offer_id, "reason": "accepted" if accepted else "rejected"}
         await self._emitter.to_user(porter_id, JOB_OFFER_CLOSED, closed, skip_sid=conn.sid)
         if accepted:
@@ -185,14 +186,9 @@ class IngestActions:
         envelope = ev.build_envelope(
             "porter.location.sampled", {k: v for k, v in payload.items() if v is not None}
         )
-        self._spawn(self._send_until_acked("porterEvents", porter_id, envelope))
+        self._background.spawn(self._send_until_acked("porterEvents", porter_id, envelope))
 
     # --- background sends -------------------------------------------------------------------
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     async def _send_until_acked(
         self, topic_key: str, key: str, envelope: dict[str, Any], attempts: int = 10
@@ -213,8 +209,7 @@ class IngestActions:
 
     async def drain(self, within: float = 10.0) -> None:
         """Wait for background sends (at shutdown, before the producer stops)."""
-        if self._background:
-            await asyncio.wait(set(self._background), timeout=within)
+        await self._background.wait(within)
 
 
 _OFFER_MESSAGES: Final = {

@@ -33,6 +33,7 @@ from redis.crc import key_slot
 from realtime_gateway.fanout.emitter import order_room
 from realtime_gateway.state.keys import room_channel
 from realtime_gateway.state.multiplex import FastRedis
+from realtime_gateway.tasks import Background
 
 HISTORY_SIZE: Final = 500
 HISTORY_TTL_S: Final = 24 * 3600
@@ -258,7 +259,7 @@ class RedisHistory:
         self.ttl = ttl
         self._cluster = isinstance(client, RedisCluster)
         self._pending: list[_Pending] = []
-        self._flushes: set[asyncio.Task[None]] = set()
+        self._flushes = Background("history append")
 
     async def append(
         self, order_id: str, event: str, data: dict[str, Any], *, publish: bytes | None = None
@@ -296,9 +297,7 @@ class RedisHistory:
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
         if batch:
-            task = asyncio.ensure_future(self._run(batch))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
+            self._flushes.spawn(self._run(batch))
 
     def _calls(self, batch: list[_Pending]) -> list[list[_Pending]]:
         if not self._cluster:

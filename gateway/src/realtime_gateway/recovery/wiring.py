@@ -37,7 +37,7 @@ from realtime_gateway.recovery.manager import HoldingManager
 from realtime_gateway.recovery.resilience import PROBE_TIMEOUT_S, RedisBreaker
 from realtime_gateway.state.base import ReconnectGrant, SocketRecord
 from realtime_gateway.state.connect import tls_options
-from realtime_gateway.tasks import stop_tasks
+from realtime_gateway.tasks import Background, stop_tasks
 from realtime_gateway.transport.acks import Ack, ErrorCode, err, ok
 from realtime_gateway.transport.payloads import Id, _Payload, parse
 
@@ -105,7 +105,7 @@ class Reliability:
         self.offline = offline
         self.breaker: RedisBreaker | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = Background("reliability")
 
     # --- connect ----------------------------------------------------------------------------
     async def remember_recover(self, namespace: str, environ: dict[str, Any], auth: Any) -> None:
@@ -145,7 +145,7 @@ class Reliability:
         for item in await self.offline.pending(user_id):
 
             def acked(*_: Any, item: Any = item) -> None:
-                self._spawn(self.offline.remove(user_id, item))
+                self._background.spawn(self.offline.remove(user_id, item))
 
             await self.sio.emit(item.event, item.data, to=conn.sid, namespace=conn.namespace, callback=acked)
 
@@ -160,7 +160,7 @@ class Reliability:
         return None
 
     def on_disconnect(self, conn: Conn) -> None:
-        self._spawn(self._went_away(conn.claims.user_id, conn.claims.role, conn.sid))
+        self._background.spawn(self._went_away(conn.claims.user_id, conn.claims.role, conn.sid))
 
     async def _went_away(self, user_id: str, role: str, sid: str) -> None:
         last_seen = await self.presence.disconnected(user_id, sid)
@@ -190,16 +190,6 @@ class Reliability:
         return ok(presence={p.user_id: p.wire() for p in found})
 
     # --- background ---------------------------------------------------------------------------
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("reliability background task failed: %r", task.exception())
-
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="presence-heartbeat"))
         if self.breaker is not None:
@@ -209,8 +199,7 @@ class Reliability:
         await stop_tasks(*self._tasks)
         if self.breaker is not None:
             await self.breaker.stop()
-        if self._background:
-            await asyncio.wait(set(self._background), timeout=2)
+        await self._background.wait(2)
 
     async def _heartbeat(self) -> None:
         while True:

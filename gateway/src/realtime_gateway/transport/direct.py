@@ -32,6 +32,8 @@ from typing import Any, Final
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
+from realtime_gateway.tasks import Background
+
 log = logging.getLogger(__name__)
 
 _TEXT: Final = 0x81  # FIN + text opcode
@@ -157,9 +159,7 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
         if ws is not None and not ws.closed:
             # Not awaited here: close() may run in this socket's own reader, which must keep
             # reading for aiohttp to finish the closing handshake.
-            task = asyncio.ensure_future(ws.close())
-            _closing.add(task)
-            task.add_done_callback(_closing.discard)
+            _closing.spawn(ws.close())
 
     # --- the connection's task ----------------------------------------------------------------
     async def _websocket_handler(self, ws: Any) -> None:
@@ -218,7 +218,7 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
         await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
 
 
-_closing: set[asyncio.Future[Any]] = set()
+_closing = Background("websocket close")
 
 
 def _data_of(msg: Any) -> Any:

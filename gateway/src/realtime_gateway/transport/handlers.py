@@ -42,7 +42,7 @@ from realtime_gateway.fanout.emitter import (
 )
 from realtime_gateway.fanout.manager import RoomFanoutManager
 from realtime_gateway.state.base import LiveSocket, ReconnectGrant, SocketRecord, Stores
-from realtime_gateway.tasks import stop_tasks
+from realtime_gateway.tasks import Background, stop_tasks
 from realtime_gateway.transport.acks import Ack, ErrorCode, err, error_event, is_error, ok
 from realtime_gateway.transport.payloads import (
     OrderRef,
@@ -146,7 +146,7 @@ class GatewayHandlers:
         self.conns: dict[str, Conn] = {}
         self.keepalive_interval = keepalive_interval
         self._keepalive_task: asyncio.Task[None] | None = None
-        self._endings: set[asyncio.Task[None]] = set()
+        self._endings = Background("order ending")
         self.connect_guards: list[ConnectGuard] = []
         self.event_guards: list[EventGuard] = []
         self.observers: list[Observer] = []
@@ -420,9 +420,7 @@ class GatewayHandlers:
             if order_id is not None:
                 # A task: the store round trips per member must not hold up the bus reader that
                 # delivered the status (its frames are written by now).
-                task = asyncio.create_task(self.end_order(order_id), name=f"end-order-{order_id}")
-                self._endings.add(task)
-                task.add_done_callback(self._endings.discard)
+                self._endings.spawn(self.end_order(order_id), name=f"end-order-{order_id}")
 
     async def end_order(self, order_id: str) -> None:
         """The order's final status was delivered here: its sockets on this instance leave the
