@@ -725,15 +725,8 @@ def _capped_scaling(
     """(share, held deliveries/s by target and process count, the 3-vs-1 ratio by target as text)
     of the CPU-capped X runs, or None when none ran. A ratio is a lower bound ("≥") when three
     processes held the last step of their ladder."""
-    share = next(
-        (
-            _g(x_res, t, f"{n}cap", "cpu_share")
-            for t in TARGETS
-            for n in (1, 3)
-            if _g(x_res, t, f"{n}cap", "cpu_share") is not None
-        ),
-        None,
-    )
+    shares = [_g(x_res, t, f"{n}cap", "cpu_share") for t in TARGETS for n in (1, 3)]
+    share = next((s for s in shares if s is not None), None)
     if share is None:
         return None
     held = {t: {n: _g(x_res, t, f"{n}cap", "best", "deliveries_per_s") for n in ("1", "3")} for t in TARGETS}
