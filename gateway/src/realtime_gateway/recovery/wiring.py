@@ -223,6 +223,11 @@ class Reliability:
                     claims.user_id, claims.role, conn.namespace, claims.expires_at, frozenset(conn.orders)
                 )
                 conn.reconnect_token = await self.stores.reconnect.issue(grant, handlers.reconnect_ttl)
+            for order_id in conn.orders:
+                await self.stores.subscriptions.add(order_id, conn.sid, conn.reconnect_token)
+            await self.presence.connected(claims.user_id, conn.sid)
+            if lost:
+                # Last: a client told its new session finds the state behind it written already.
                 ttl = max(1, min(handlers.reconnect_ttl, int(claims.expires_at - time.time())))
                 session = {
                     "userId": claims.user_id,
@@ -232,9 +237,6 @@ class Reliability:
                     "subscriptions": sorted(conn.orders),
                 }
                 await self.sio.emit("session", session, to=conn.sid, namespace=conn.namespace)
-            for order_id in conn.orders:
-                await self.stores.subscriptions.add(order_id, conn.sid, conn.reconnect_token)
-            await self.presence.connected(claims.user_id, conn.sid)
         manager = self.gateway.manager
         if isinstance(manager, HoldingManager):
             await manager.catch_up()
