@@ -4,6 +4,8 @@ collect time."""
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -174,9 +176,10 @@ class _Writer:
     _closing = False
 
 
-def _direct(transport: _Transport | None, slow: list[str] | None = None) -> DirectSocket:
+def _direct(transport: _Transport | None, slow: list[str] | None = None, server: Any = None) -> DirectSocket:
     sock = DirectSocket.__new__(DirectSocket)
     sock.sid = "s"
+    sock.server = server if server is not None else SimpleNamespace()
     sock._transport = transport  # type: ignore[assignment]
     sock._writer = _Writer()
     sock.max_pending_bytes = 100
@@ -185,22 +188,69 @@ def _direct(transport: _Transport | None, slow: list[str] | None = None) -> Dire
     return sock
 
 
-def test_write_frames_writes_like_write_frame_and_returns_the_rest() -> None:
+async def _next_pass() -> None:
+    """Let the event loop run the callbacks scheduled so far (the flush is one of them)."""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
+async def test_write_frames_writes_like_write_frame_and_returns_the_rest() -> None:
     slow: list[str] = []
     ok, closing, behind = _Transport(), _Transport(closing=True), _Transport(buffered=101)
+    server = SimpleNamespace()
     sockets: dict[str, Any] = {
-        "e-ok": _direct(ok),
-        "e-closing": _direct(closing),
-        "e-behind": _direct(behind, slow),
-        "e-unswitched": _direct(None),
+        "e-ok": _direct(ok, server=server),
+        "e-closing": _direct(closing, server=server),
+        "e-behind": _direct(behind, slow, server=server),
+        "e-unswitched": _direct(None, server=server),
         "e-stock": object(),  # a socket on the stock path (polling, compressed)
     }
     participants = [("s-" + k[2:], k) for k in [*sockets, "e-gone"]]
     queued = write_frames(sockets, participants, b"frame")
     assert queued == [("s-unswitched", "e-unswitched"), ("s-stock", "e-stock"), ("s-gone", "e-gone")]
+    assert ok.written == []  # sent when the loop's pass ends, not at the call
+    await _next_pass()
     assert ok.written == [b"frame"] and not ok.aborted
     assert closing.written == []  # a connection going away drops the frame, as write_frame does
     # A slow consumer gets the frame, then its connection is cut and it stops writing directly.
     assert behind.written == [b"frame"] and behind.aborted and slow == ["slow"]
     assert sockets["e-behind"]._transport is None
     assert write_frames(sockets, [("s-behind", "e-behind")], b"next") == [("s-behind", "e-behind")]
+
+
+async def test_frames_of_one_pass_go_out_in_one_write_in_call_order() -> None:
+    server = SimpleNamespace()
+    a, b = _Transport(), _Transport()
+    sa, sb = _direct(a, server=server), _direct(b, server=server)
+    for frame in (b"1", b"2", b"3"):
+        assert sa.write_frame(frame)
+    assert sb.write_frame(b"x")
+    await _next_pass()
+    assert a.written == [b"123"] and b.written == [b"x"]
+    # The next pass starts a new batch.
+    assert sa.write_frame(b"4")
+    await _next_pass()
+    assert a.written == [b"123", b"4"]
+
+
+async def test_a_flush_that_fails_does_not_cost_the_other_sockets_their_frames() -> None:
+    class Broken(_Transport):
+        def write(self, data: bytes) -> None:
+            raise RuntimeError("transport gone")
+
+    server = SimpleNamespace()
+    ok = _Transport()
+    broken, fine = _direct(Broken(), server=server), _direct(ok, server=server)
+    broken.write_frame(b"lost")
+    fine.write_frame(b"kept")
+    await _next_pass()
+    assert ok.written == [b"kept"]
+
+
+async def test_frames_are_dropped_when_the_writer_started_closing_before_the_flush() -> None:
+    t = _Transport()
+    sock = _direct(t)
+    sock.write_frame(b"late")
+    sock._writer = SimpleNamespace(_closing=True)  # aiohttp wrote the close frame meanwhile
+    await _next_pass()
+    assert t.written == []  # nothing may follow a WebSocket close frame

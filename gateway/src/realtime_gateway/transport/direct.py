@@ -5,13 +5,14 @@ new task per wait on Python 3.11), a task per received frame and a task per ping
 gateway whose bulk traffic is one small frame to many sockets, that is most of the CPU per
 delivery and a large part of the memory per idle connection. A socket that connected over
 WebSocket directly (not upgraded from long-polling) and without permessage-deflate is switched
-to this class: it writes each frame to the transport synchronously (``write_frame``: no task,
-no queue, so per-socket order is the order of the calls), reads in the connection's own task
+to this class: ``write_frame`` takes a ready frame without a task or a queue (per-socket order
+is the order of the calls) and the frames a socket is given during one pass of the event loop go
+out in one write at the end of the pass (``_Flusher``); it reads in the connection's own task
 and is pinged from one scheduler per server. Everything else (polling, upgrades, compressed
 sockets) keeps the stock path. The Engine.IO protocol (packets, ping/pong, close) stays
 python-engineio's.
 
-Backpressure: frames go to the transport's buffer; a client that stops reading while its buffer
+Backpressure: flushed frames go to the transport's buffer; a client that stops reading while its buffer
 grows beyond ``max_pending_bytes`` is a slow consumer and its connection is aborted (the client
 reconnects and recovers missed order events from the room history) instead of the gateway
 buffering without bound.
@@ -91,6 +92,8 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
     _ws_response: Any = None
     max_pending_bytes: int = 1 << 20
     on_slow_consumer: Callable[[], None] | None = None
+    # Frames written during this pass of the event loop, sent by the server's _Flusher.
+    _pending: list[bytes] | None = None
 
     @classmethod
     def adopt(cls, sock: Any) -> None:
@@ -106,10 +109,26 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
             return False
         if self._writer._closing or transport.is_closing():
             return True  # the connection is going away: like the stock writer, drop
-        transport.write(frame)
+        pending = self._pending
+        if pending is None:
+            self._pending = [frame]
+            _Flusher.of(self.server).add(self)
+        else:
+            pending.append(frame)
+        return True
+
+    def flush(self) -> None:
+        """Send the frames written since the last flush, in one write."""
+        pending = self._pending
+        if pending is None:
+            return
+        self._pending = None
+        transport = self._transport
+        if transport is None or self._writer._closing or transport.is_closing():
+            return  # the connection is going away (or went): like the stock writer, drop
+        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
         if transport.get_write_buffer_size() > self.max_pending_bytes:
             self._abort_slow()
-        return True
 
     async def send(self, pkt: Any) -> None:
         if self._transport is None:
@@ -154,6 +173,7 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
             return
         # Nothing is queued, so there is nothing to wait for; the CLOSE packet is written directly.
         await super().close(wait=False, abort=abort, reason=reason)
+        self.flush()  # the CLOSE packet and what preceded it go before the WebSocket close frame
         self._transport = None
         ws = self._ws_response
         if ws is not None and not ws.closed:
@@ -219,6 +239,38 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
 
 
 _closing = Background("websocket close")
+
+
+class _Flusher:
+    """Sends the frames each socket was given during one pass of the event loop in one write,
+    once the pass's callbacks ran (``call_soon``). uvloop writes to the socket at every
+    ``transport.write``; under load a socket is often given several frames per pass (one
+    location update per order it follows), and the system call per write was the largest
+    single cost of a delivery. One flusher per server, so a closed event loop takes it along."""
+
+    def __init__(self) -> None:
+        self._dirty: list[DirectSocket] = []
+
+    @classmethod
+    def of(cls, server: Any) -> _Flusher:
+        flusher: _Flusher | None = getattr(server, "_direct_flusher", None)
+        if flusher is None:
+            flusher = server._direct_flusher = cls()
+        return flusher
+
+    def add(self, sock: DirectSocket) -> None:
+        dirty = self._dirty
+        dirty.append(sock)
+        if len(dirty) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for sock in dirty:
+            try:
+                sock.flush()
+            except Exception:  # one broken connection must not cost the others their frames
+                log.debug("flush of %s failed", sock.sid, exc_info=True)
 
 
 def _data_of(msg: Any) -> Any:
