@@ -320,6 +320,10 @@ async def test_cluster_routes_each_command_to_its_slot_owner_and_follows_redirec
                 [("SET", "x{" + porters[0] + "}", "1"), ("SMEMBERS", key)]
             )
             assert stored is True and members == {f"cl-order-{porters[0]}".encode()}
+            # ``send`` follows it too: its future gets the retried command's reply.
+            sent = fast.send("SMEMBERS", key)
+            assert sent is not None
+            assert await asyncio.wait_for(sent, 5) == {f"cl-order-{porters[0]}".encode()}
         finally:
             handles.publisher.get_node_from_key = real  # type: ignore[method-assign]
 

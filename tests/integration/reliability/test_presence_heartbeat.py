@@ -56,6 +56,18 @@ async def test_every_socket_is_refreshed_across_cluster_nodes(redis_cluster: Red
         since = now_ms()
         await presence.refresh(sockets)
         await _check_refreshed(handles, sockets, since)
+
+        # A stale slot map: every command reaches one node, which answers MOVED for the slots it
+        # does not own; the heartbeat still refreshes every socket (the redirects are followed).
+        one = handles.publisher.get_primaries()[0]
+        real = handles.publisher.get_node_from_key
+        handles.publisher.get_node_from_key = lambda k, replica=False: one  # type: ignore[method-assign]
+        try:
+            since = now_ms()
+            await presence.refresh(sockets)
+        finally:
+            handles.publisher.get_node_from_key = real  # type: ignore[method-assign]
+        await _check_refreshed(handles, sockets, since)
     finally:
         await handles.aclose()
 

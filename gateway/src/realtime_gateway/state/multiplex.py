@@ -24,6 +24,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import Any, Final, Protocol
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -395,12 +396,17 @@ class ClusterMultiplexer:
     """A :class:`Multiplexer` per cluster node, each command sent to the node owning its key's
     slot (redis-py's slot map). A redirect (``MOVED``/``ASK``: a slot moved) or ``TRYAGAIN`` /
     ``CLUSTERDOWN`` is retried once through redis-py's cluster client, which follows it and
-    refreshes the slot map the next commands are routed by."""
+    refreshes the slot map the next commands are routed by; for ``send`` too, whose future then
+    gets the retried command's reply. (``take`` hands over the raw reply: its caller, the location
+    store, retries a failed read-ahead itself.)"""
 
     def __init__(self, cluster: Any, client_for_node: Callable[[str], Any]) -> None:
         self._cluster = cluster
         self._client_for_node = client_for_node
         self._nodes: dict[str, Multiplexer] = {}
+        # Commands ``send`` got a redirect for, retried in order by one task at a time.
+        self._redirects: deque[tuple[tuple[Any, ...], asyncio.Future[Any]]] = deque()
+        self._follower: asyncio.Task[None] | None = None
         self.on_command: Callable[[str], None] | None = None
 
     def _mux(self, key: Any) -> Multiplexer | None:
@@ -452,7 +458,55 @@ class ClusterMultiplexer:
 
     def send(self, *args: Any) -> asyncio.Future[Any] | None:
         mux = self._mux(_key_of(args))
-        return None if mux is None else mux.send(*args)
+        sent = None if mux is None else mux.send(*args)
+        if sent is None:
+            return None
+        # A redirect is followed as in ``execute``: the returned future gets the final reply.
+        followed: asyncio.Future[Any] = sent.get_loop().create_future()
+        followed.add_done_callback(_retrieve)
+        sent.add_done_callback(partial(self._settle, args, followed))
+        return followed
+
+    def _settle(
+        self, args: tuple[Any, ...], followed: asyncio.Future[Any], sent: asyncio.Future[Any]
+    ) -> None:
+        if followed.done():  # the caller gave up on it
+            return
+        if sent.cancelled():
+            followed.cancel()
+        elif (exc := sent.exception()) is not None:
+            followed.set_exception(exc)
+        elif _redirected(reply := sent.result()):
+            self._redirects.append((args, followed))
+            if self._follower is None or self._follower.done():
+                follow = self._follow_redirects()
+                self._follower = sent.get_loop().create_task(follow, name="cluster-redirects")
+        else:
+            followed.set_result(reply)
+
+    async def _follow_redirects(self) -> None:
+        """One redirected command after another: redis-py's cluster client refuses, rather than
+        queues, a command beyond its connection limit, and a slot move redirects many at once."""
+        queue = self._redirects
+        while queue:
+            args, followed = queue.popleft()
+            if followed.done():
+                continue
+            try:
+                reply = await self._slow(args)
+            except ResponseError as exc:
+                reply = exc  # an error reply, in place, as ``send`` gives it
+            except asyncio.CancelledError:
+                followed.cancel()
+                while queue:
+                    queue.popleft()[1].cancel()
+                raise
+            except Exception as exc:
+                if not followed.done():
+                    followed.set_exception(exc)
+                continue
+            if not followed.done():
+                followed.set_result(reply)
 
     def read_ahead(self, *args: Any) -> None:
         mux = self._mux(_key_of(args))
@@ -464,6 +518,7 @@ class ClusterMultiplexer:
         return None if mux is None else mux.take(*args)
 
     async def aclose(self) -> None:
+        await stop_tasks(self._follower)
         for mux in self._nodes.values():
             await mux.aclose()
         self._nodes.clear()
