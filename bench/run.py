@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import servers
-from bench.scenarios import SCENARIOS, Options, report, say, steps_table
+from bench.scenarios import DEFAULT_CAP_SHARE, SCENARIOS, Options, report, say, steps_table
 
 RESULTS_DIR = servers.REPO / "bench" / "results"
 DEFAULT_RATES = [1000, 2500, 5000, 7500, 10000, 12500, 15000, 20000, 25000]
@@ -29,7 +29,6 @@ QUICK_X_RATES = [1000, 5000]
 CAP_RATES = [400, 450, 500, 560, 630, 700, 790, 880, 990, 1100, 1240, 1390, 1560, 1740, 1950, 2190]
 CAP_RATES += [2450, 2750, 3080, 3450, 3860, 4320, 4840, 5420, 6070, 6800]
 QUICK_CAP_RATES = [500, 1000, 1500, 2000, 3000, 4000, 5000, 6000]
-DEFAULT_CAP_SHARE = 0.3
 
 
 def raise_fd_limit() -> int:

@@ -31,6 +31,10 @@ def say(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+# The share of a core each server process is held to in X's capped runs.
+DEFAULT_CAP_SHARE: Final = 0.3
+
+
 @dataclass
 class Options:
     run_dir: Path
@@ -44,7 +48,7 @@ class Options:
     local_addresses: int = 64
     x_rates: list[int] = field(default_factory=list)
     # X again with every server process held to this share of a core (0: not run), on cap_rates.
-    cap_share: float = 0.3
+    cap_share: float = DEFAULT_CAP_SHARE
     cap_rates: list[int] = field(default_factory=list)
     k_rate: int = 5000
     k_seconds: float = 10.0
