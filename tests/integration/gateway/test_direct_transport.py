@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import os
 import socket
 import time
@@ -144,3 +145,43 @@ async def test_a_client_that_stops_reading_is_cut_off_and_others_get_everything(
     raw.close()
     async with aiohttp.ClientSession() as http, http.get(embedded.url + "/metrics") as resp:
         assert "realtime_slow_consumer_disconnects_total 1.0" in await resp.text()
+
+
+# --- event frames handled as they are parsed (transport/inline.py) ------------------------------
+_handling: contextvars.ContextVar[int | None] = contextvars.ContextVar("test_handling", default=None)
+
+
+async def test_inline_event_frames_keep_their_order_and_context_across_waits(
+    embedded_factory: EmbeddedFactory,
+) -> None:
+    """Location frames that reach an idle reader start their handler as aiohttp parses them; a
+    handler that waits hands the rest to the socket's reader, and later frames wait for it."""
+    embedded = await embedded_factory()
+    seen: list[tuple[str, int]] = []
+    inline_waits: list[int] = []
+    total = 60
+    done = asyncio.Event()
+
+    async def handler(namespace: str, sid: str, data: dict[str, int]) -> None:
+        n = data["n"]
+        token = _handling.set(n)  # reset below: raises in a context other than this one
+        seen.append(("start", n))
+        if n % 3 == 0:
+            if asyncio.current_task() is None:  # started inside data_received
+                inline_waits.append(n)
+            await asyncio.sleep(0.002)
+        assert _handling.get() == n
+        _handling.reset(token)
+        seen.append(("end", n))
+        if n == total - 1:
+            done.set()
+
+    embedded.gateway.sio.on("location:update", handler, namespace="*")
+    async with await connect(embedded.url, "/porter", mint_token("p-inline", "porter")) as porter:
+        for n in range(total):
+            await porter.emit("location:update", {"n": n})
+            if n % 10 == 9:
+                await asyncio.sleep(0.01)  # let the reader go idle again
+        await asyncio.wait_for(done.wait(), 10)
+    assert seen == [(step, n) for n in range(total) for step in ("start", "end")]
+    assert inline_waits, "no handler that waits was started inline"

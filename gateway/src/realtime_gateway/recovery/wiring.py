@@ -293,6 +293,9 @@ def install_reliability(gateway: Gateway) -> Reliability:
         for name, fn in list(handlers.events.items()):
             # Bound to the socket server by ``handlers.install()`` in ``create_app``.
             handlers.events[name] = breaker.guarded(name, fn)
+        # A guarded call's deadline cancels the task it runs in: event frames are handled in
+        # their connection's reader task, not inline as they are parsed (transport/inline.py).
+        gateway.sio.inline_events = False
         gateway.readiness_checks["redis-breaker"] = breaker.ready
     gateway.on_startup.append(rel.start)
     gateway.on_shutdown.insert(0, rel.stop)

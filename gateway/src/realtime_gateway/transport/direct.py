@@ -21,6 +21,7 @@ buffering without bound.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import itertools
 import logging
@@ -34,6 +35,8 @@ from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
 from realtime_gateway.tasks import Background
+from realtime_gateway.transport.inline import InlineQueue, Suspended
+from realtime_gateway.transport.inline import start as start_inline
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,8 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
     on_slow_consumer: Callable[[], None] | None = None
     # Frames written during this pass of the event loop, sent by the server's _Flusher.
     _pending: list[bytes] | None = None
+    # Whether event frames may be handled inline (inline.py): not where handlers need a task.
+    inline_events: bool = True
 
     @classmethod
     def adopt(cls, sock: Any) -> None:
@@ -208,27 +213,66 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
         # per idle connection and per message. ``data_of`` is the guarded driver's (limits.py).
         receive = response.receive
         data_of = getattr(ws, "data_of", _data_of)
-        while True:
-            try:
-                data = data_of(await receive())
-            except Exception:
-                break
-            if data is None or len(data) > max_size:
-                break
-            if isinstance(data, str) and data[:1] == "4" and handle_message is not None:
-                # MESSAGE, the bulk of the traffic: straight to Socket.IO, as Engine.IO's
-                # receive() would with async handlers off.
+        # Event frames that arrive while this reader waits are handled as they are parsed
+        # (inline.py); every message handler of the connection runs in this context.
+        ctx = contextvars.copy_context()
+        queue = response._reader
+        inline: InlineQueue | None = None
+        if isinstance(queue, InlineQueue) and handle_message is not None and self.inline_events:
+            inline, sid = queue, self.sid
+
+            def handle_inline(text: str) -> None:
                 try:
-                    await handle_message(self.sid, data[1:])
+                    rest = start_inline(handle_message(sid, text[1:]), ctx)
                 except Exception:
                     log.exception("message handler error")
-                continue
-            try:
-                await self.receive(eio_packet.Packet(encoded_packet=data))
-            except Exception:
-                log.debug("receive error on %s", self.sid, exc_info=True)
-                if self.closed:
+                    return
+                if rest is not None:
+                    queue.feed_suspended(rest)
+
+            queue.handle = handle_inline
+        try:
+            while True:
+                if inline is not None:
+                    inline.parked = True
+                try:
+                    msg = await receive()
+                except Exception:
                     break
+                if inline is not None:
+                    inline.parked = False
+                    if type(msg.data) is Suspended:  # an inline handler's rest, in frame order
+                        try:
+                            await msg.data
+                        except Exception:
+                            log.exception("message handler error")
+                        continue
+                try:
+                    data = data_of(msg)
+                except Exception:
+                    break
+                if data is None or len(data) > max_size:
+                    break
+                if isinstance(data, str) and data[:1] == "4" and handle_message is not None:
+                    # MESSAGE, the bulk of the traffic: straight to Socket.IO, as Engine.IO's
+                    # receive() would with async handlers off.
+                    try:
+                        rest = start_inline(handle_message(self.sid, data[1:]), ctx)
+                        if rest is not None:
+                            await rest
+                    except Exception:
+                        log.exception("message handler error")
+                    continue
+                try:
+                    await self.receive(eio_packet.Packet(encoded_packet=data))
+                except Exception:
+                    log.debug("receive error on %s", self.sid, exc_info=True)
+                    if self.closed:
+                        break
+        finally:
+            if inline is not None:
+                inline.handle = None
+                inline.parked = False
         self._transport = None
         if not response.closed:
             try:

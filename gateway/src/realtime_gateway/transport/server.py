@@ -16,6 +16,7 @@ from realtime_contract import NAMESPACE_ROLES
 from realtime_gateway.fanout.manager import RoomFanoutManager
 from realtime_gateway.settings import Settings
 from realtime_gateway.transport.direct import DirectSocket
+from realtime_gateway.transport.inline import InlineWebSocketResponse
 
 
 class FastJson:
@@ -50,6 +51,8 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
     # Unsent bytes after which a directly written WebSocket is dropped as a slow consumer.
     max_pending_bytes: int = 1 << 20
     on_slow_consumer: Callable[[], None] | None = None
+    # Whether event frames may be handled as they are parsed (transport/inline.py).
+    inline_events: bool = True
 
     async def _handle_eio_connect(self, eio_sid: str, environ: Any) -> Any:
         # The first point where the Engine.IO socket exists but its transport has not started.
@@ -58,6 +61,8 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
             DirectSocket.adopt(sock)
             sock.max_pending_bytes = self.max_pending_bytes
             sock.on_slow_consumer = self.on_slow_consumer
+            if not self.inline_events:
+                sock.inline_events = False
         return await super()._handle_eio_connect(eio_sid, environ)
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
@@ -162,7 +167,9 @@ def _set_websocket_compression(sio: socketio.AsyncServer, compress: bool) -> Non
     class WebSocket(base):  # type: ignore[misc, valid-type]
         async def __call__(self, environ: Any) -> Any:
             # The driver's own __call__ with ``compress`` passed through.
-            self._sock = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=compress)
+            # Uncompressed connections are read by DirectSocket, which handles event frames inline.
+            response = WebSocketResponse if compress else InlineWebSocketResponse
+            self._sock = response(max_msg_size=self.server.max_http_buffer_size, compress=compress)
             await self._sock.prepare(environ["aiohttp.request"])
             self.environ = environ
             await self.handler(self)

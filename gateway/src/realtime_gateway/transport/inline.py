@@ -1,0 +1,138 @@
+"""Received event frames handled as aiohttp parses them, not one pass of the event loop later.
+
+aiohttp parses WebSocket frames in the protocol's ``data_received`` and queues each message for
+the task awaiting ``receive()``: a future, a wake-up on the next pass of the event loop and a
+task step per frame. Under load a pass is long (it reads every busy socket before it runs the
+woken tasks), so every received location update waited one whole pass before its handler ran.
+
+``InlineWebSocketResponse`` gives the connection a queue that hands a Socket.IO EVENT frame to
+the socket's handler at once when the socket's reader is idle (waiting in ``receive()`` with
+nothing queued): the handler starts inside ``data_received``. If it finishes without waiting,
+that is all; if it waits (a Redis round trip), the rest of it is queued as a continuation
+(``Suspended``) that the reader awaits before any later frame, so a connection's frames are
+still handled one at a time, in order. Each connection's handlers run in the connection's own
+``contextvars.Context``, whichever way they start, so a context variable set before a wait is
+reset in the context it was set in. Every other frame (close, ping, pong, Engine.IO control
+packets, anything while the reader is busy) takes aiohttp's queue as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, Final
+
+from aiohttp import WSMessage, WSMsgType, web
+from aiohttp._websocket.reader import WebSocketDataQueue
+from aiohttp.helpers import DEFAULT_CHUNK_SIZE
+from aiohttp.http_websocket import WebSocketReader
+
+log = logging.getLogger(__name__)
+
+_TEXT: Final = WSMsgType.TEXT
+_current_task: Final = asyncio.current_task
+
+Handler = Callable[[str], Coroutine[Any, Any, None]]
+
+
+class Suspended:
+    """A handler coroutine that waited while it ran inline: awaiting this hands what it waits
+    for to the awaiting task and drives the coroutine on, in its connection's context."""
+
+    __slots__ = ("_coro", "_ctx", "_step")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], step: Any, ctx: contextvars.Context) -> None:
+        self._coro = coro
+        self._step = step
+        self._ctx = ctx
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, ctx, step = self._coro, self._ctx, self._step
+        while True:
+            try:
+                sent = yield step
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # thrown in by the awaiting task: a cancellation
+                try:
+                    step = ctx.run(coro.throw, exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    step = ctx.run(coro.send, sent)
+                except StopIteration:
+                    return
+
+
+def start(coro: Coroutine[Any, Any, None], ctx: contextvars.Context) -> Suspended | None:
+    """Run ``coro`` in ``ctx`` until it finishes (None) or waits (what is left of it).
+    Its exceptions propagate."""
+    try:
+        step = ctx.run(coro.send, None)
+    except StopIteration:
+        return None
+    return Suspended(coro, step, ctx)
+
+
+class InlineQueue(WebSocketDataQueue):  # type: ignore[misc]
+    """aiohttp's message queue, which calls ``handle`` with an EVENT frame's text instead of
+    queueing it while ``parked`` (set by the reader around its ``receive()``) and nothing is
+    queued. ``handle`` must not raise."""
+
+    __slots__ = ("handle", "parked")
+
+    def __init__(self, protocol: Any, limit: int, *, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(protocol, limit, loop=loop)
+        self.handle: Callable[[str], None] | None = None
+        self.parked = False
+
+    def feed_data(self, data: Any, size: int) -> None:
+        handle = self.handle
+        if (
+            handle is not None
+            and self.parked
+            and not self._buffer
+            and data[0] is _TEXT
+            and data[1][:2] == "42"
+            # Only from the protocol's data_received: the reader's own receive() also parses
+            # (when it resumes a parser stalled on a full queue), and the frame it is about to
+            # return would be overtaken.
+            and _current_task() is None
+        ):
+            handle(data[1])
+            return
+        super().feed_data(data, size)
+
+    def feed_suspended(self, rest: Suspended) -> None:
+        """Queue what is left of an inline handler for the reader, ahead of later frames."""
+        super().feed_data(WSMessage(_TEXT, rest, ""), 0)
+
+
+class InlineWebSocketResponse(web.WebSocketResponse):
+    """A WebSocket response whose message queue is an ``InlineQueue``."""
+
+    def _post_start(self, request: Any, protocol: str | None, writer: Any) -> None:
+        # aiohttp's own ``_post_start`` (3.12-3.14) with the queue class replaced; on a layout it
+        # does not match, the stock one (and stock reading).
+        loop = self._loop
+        assert loop is not None  # set by prepare()
+        try:
+            queue = InlineQueue(request._protocol, DEFAULT_CHUNK_SIZE, loop=loop)
+            parser = WebSocketReader(
+                queue, self._max_msg_size, compress=bool(self._compress), decode_text=self._decode_text
+            )
+            heartbeat_cb = None if self._heartbeat is None else self._on_data_received
+        except (AttributeError, TypeError):
+            super()._post_start(request, protocol, writer)
+            return
+        self._ws_protocol = protocol
+        self._writer = writer
+        self._reset_heartbeat()
+        self._reader = queue
+        self._parser = parser
+        request.protocol.set_parser(parser, data_received_cb=heartbeat_cb)
+        request.protocol.keep_alive(False)

@@ -1,0 +1,182 @@
+"""Event frames handled as aiohttp's parser produces them (transport/inline.py): which frames are
+taken inline and which queued, and a handler that waits finishing in order, in its context."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from typing import Any
+
+import pytest
+from aiohttp.http_websocket import WebSocketReader
+
+from realtime_gateway.transport.inline import InlineQueue, Suspended, start
+
+pytestmark = pytest.mark.unit
+
+_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("test_inline_var", default=None)
+
+
+class _FlowControl:
+    """What the queue asks of aiohttp's protocol: pausing and resuming the socket's reads."""
+
+    _reading_paused = False
+
+    def pause_reading(self) -> None:
+        self._reading_paused = True
+
+    def resume_reading(self) -> None:
+        self._reading_paused = False
+
+
+def _frame(text: str) -> bytes:
+    payload = text.encode()
+    assert len(payload) < 126
+    return bytes((0x81, len(payload))) + payload
+
+
+def _parts() -> tuple[InlineQueue, WebSocketReader, list[str]]:
+    queue = InlineQueue(_FlowControl(), 2**16, loop=asyncio.get_running_loop())
+    parser = WebSocketReader(queue, 1 << 20, compress=False, decode_text=True)
+    handled: list[str] = []
+    queue.handle = handled.append
+    return queue, parser, handled
+
+
+async def _received(parser: WebSocketReader, *frames: str) -> None:
+    """Feed ``frames`` in one read, as the protocol's data_received does (outside any task)."""
+    asyncio.get_running_loop().call_soon(parser.feed_data, b"".join(_frame(f) for f in frames))
+    await asyncio.sleep(0)
+
+
+def _queued(queue: InlineQueue) -> list[Any]:
+    return [msg.data for msg, _ in queue._buffer]
+
+
+async def test_event_frames_are_handled_at_once_while_the_reader_waits() -> None:
+    queue, parser, handled = _parts()
+    queue.parked = True
+    await _received(parser, '42/porter,["location:update",{}]', '42["b"]')
+    assert handled == ['42/porter,["location:update",{}]', '42["b"]']
+    assert _queued(queue) == []
+
+
+async def test_frames_are_queued_while_the_reader_is_busy_or_behind_queued_ones() -> None:
+    queue, parser, handled = _parts()
+    await _received(parser, '42["a"]')  # the reader is handling an earlier frame
+    assert handled == [] and _queued(queue) == ['42["a"]']
+    queue.parked = True  # waiting, but a frame is queued: the next one goes behind it
+    await _received(parser, '42["b"]')
+    assert handled == [] and _queued(queue) == ['42["a"]', '42["b"]']
+
+
+async def test_other_packets_take_the_queue() -> None:
+    queue, parser, handled = _parts()
+    queue.parked = True
+    await _received(parser, "3", "40/porter,", '43["ack"]', "2probe")
+    assert handled == []
+    assert _queued(queue) == ["3", "40/porter,", '43["ack"]', "2probe"]
+
+
+async def test_frames_parsed_inside_a_task_are_queued() -> None:
+    # The reader's own receive() resumes a stalled parser; what it parses there must not overtake
+    # the frame it is about to return.
+    queue, parser, handled = _parts()
+    queue.parked = True
+    parser.feed_data(_frame('42["a"]'))
+    assert handled == [] and _queued(queue) == ['42["a"]']
+
+
+async def test_a_handler_that_waits_finishes_in_its_reader_before_later_frames() -> None:
+    queue, parser, _ = _parts()
+    ctx = contextvars.copy_context()
+    gate: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    steps: list[str] = []
+
+    async def handler(text: str) -> None:
+        token = _var.set(text)
+        steps.append(f"start {text}")
+        steps.append(f"got {await gate}")
+        steps.append(f"var {_var.get()}")
+        _var.reset(token)  # raises if this runs in another context than the set
+
+    def handle(text: str) -> None:
+        rest = start(handler(text), ctx)
+        if rest is not None:
+            queue.feed_suspended(rest)
+
+    queue.handle = handle
+    queue.parked = True
+    await _received(parser, '42["a"]', '42["b"]')
+    assert steps == ['start 42["a"]']
+    rest, later = _queued(queue)
+    assert type(rest) is Suspended and later == '42["b"]'
+
+    async def reader() -> None:
+        await rest
+
+    task = asyncio.create_task(reader())
+    await asyncio.sleep(0)
+    assert not task.done()
+    gate.set_result("reply")
+    await asyncio.wait_for(task, 1)
+    assert steps == ['start 42["a"]', "got reply", 'var 42["a"]']
+    assert ctx.run(_var.get) is None and _var.get() is None
+
+
+async def test_a_handler_that_finishes_inline_leaves_nothing_queued() -> None:
+    ctx = contextvars.copy_context()
+    ran: list[str | None] = []
+
+    async def handler() -> None:
+        _var.set("inside")
+        ran.append(_var.get())
+
+    assert start(handler(), ctx) is None
+    assert ran == ["inside"]
+    assert ctx.run(_var.get) == "inside" and _var.get() is None  # its own context, not the caller's
+
+
+async def test_cancelling_the_reader_cancels_the_waiting_handler() -> None:
+    ctx = contextvars.copy_context()
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    outcome: list[str] = []
+
+    async def handler() -> None:
+        try:
+            await gate
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    rest = start(handler(), ctx)
+    assert rest is not None
+
+    async def reader() -> None:
+        await rest
+
+    task = asyncio.create_task(reader())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert outcome == ["cancelled"] and gate.cancelled()
+
+
+async def test_handler_errors_propagate_from_either_part() -> None:
+    ctx = contextvars.copy_context()
+
+    async def fails_at_once() -> None:
+        raise ValueError("first part")
+
+    with pytest.raises(ValueError, match="first part"):
+        start(fails_at_once(), ctx)
+
+    async def fails_after_a_wait() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("second part")
+
+    rest = start(fails_after_a_wait(), ctx)
+    assert rest is not None
+    with pytest.raises(ValueError, match="second part"):
+        await rest
