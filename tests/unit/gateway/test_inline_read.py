@@ -39,7 +39,11 @@ def _parts() -> tuple[InlineQueue, WebSocketReader, list[str]]:
     queue = InlineQueue(_FlowControl(), 2**16, loop=asyncio.get_running_loop())
     parser = WebSocketReader(queue, 1 << 20, compress=False, decode_text=True)
     handled: list[str] = []
-    queue.handle = handled.append
+
+    async def on_message(sid: str, packet: str) -> None:
+        handled.append(f"{sid}:{packet}")
+
+    queue.sid, queue.on_message = "s1", on_message
     return queue, parser, handled
 
 
@@ -57,7 +61,7 @@ async def test_event_frames_are_handled_at_once_while_the_reader_waits() -> None
     queue, parser, handled = _parts()
     queue.parked = True
     await _received(parser, '42/porter,["location:update",{}]', '42["b"]')
-    assert handled == ['42/porter,["location:update",{}]', '42["b"]']
+    assert handled == ['s1:2/porter,["location:update",{}]', 's1:2["b"]']
     assert _queued(queue) == []
 
 
@@ -89,26 +93,20 @@ async def test_frames_parsed_inside_a_task_are_queued() -> None:
 
 async def test_a_handler_that_waits_finishes_in_its_reader_before_later_frames() -> None:
     queue, parser, _ = _parts()
-    ctx = contextvars.copy_context()
     gate: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     steps: list[str] = []
 
-    async def handler(text: str) -> None:
-        token = _var.set(text)
-        steps.append(f"start {text}")
+    async def on_message(sid: str, packet: str) -> None:
+        token = _var.set(packet)
+        steps.append(f"start {packet}")
         steps.append(f"got {await gate}")
         steps.append(f"var {_var.get()}")
         _var.reset(token)  # raises if this runs in another context than the set
 
-    def handle(text: str) -> None:
-        rest = start(handler(text), ctx)
-        if rest is not None:
-            queue.feed_suspended(rest)
-
-    queue.handle = handle
+    queue.on_message = on_message
     queue.parked = True
     await _received(parser, '42["a"]', '42["b"]')
-    assert steps == ['start 42["a"]']
+    assert steps == ['start 2["a"]']
     rest, later = _queued(queue)
     assert type(rest) is Suspended and later == '42["b"]'
 
@@ -120,25 +118,41 @@ async def test_a_handler_that_waits_finishes_in_its_reader_before_later_frames()
     assert not task.done()
     gate.set_result("reply")
     await asyncio.wait_for(task, 1)
-    assert steps == ['start 42["a"]', "got reply", 'var 42["a"]']
-    assert ctx.run(_var.get) is None and _var.get() is None
+    assert steps == ['start 2["a"]', "got reply", 'var 2["a"]']
+    assert _var.get() is None
 
 
-async def test_a_handler_that_finishes_inline_leaves_nothing_queued() -> None:
-    ctx = contextvars.copy_context()
+async def test_a_failing_handler_is_logged_and_the_next_frame_handled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    queue, parser, handled = _parts()
+    ok = queue.on_message
+    assert ok is not None
+
+    async def on_message(sid: str, packet: str) -> None:
+        if packet == '2["bad"]':
+            raise ValueError("bad frame")
+        await ok(sid, packet)
+
+    queue.on_message = on_message
+    queue.parked = True
+    await _received(parser, '42["bad"]', '42["good"]')
+    assert handled == ['s1:2["good"]'] and _queued(queue) == []
+    assert "message handler error" in caplog.text and "bad frame" in caplog.text
+
+
+async def test_a_handler_that_finishes_inline_runs_in_a_copy_of_the_context() -> None:
     ran: list[str | None] = []
 
     async def handler() -> None:
         _var.set("inside")
         ran.append(_var.get())
 
-    assert start(handler(), ctx) is None
-    assert ran == ["inside"]
-    assert ctx.run(_var.get) == "inside" and _var.get() is None  # its own context, not the caller's
+    assert start(handler()) is None
+    assert ran == ["inside"] and _var.get() is None
 
 
 async def test_cancelling_the_reader_cancels_the_waiting_handler() -> None:
-    ctx = contextvars.copy_context()
     gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     outcome: list[str] = []
 
@@ -149,7 +163,7 @@ async def test_cancelling_the_reader_cancels_the_waiting_handler() -> None:
             outcome.append("cancelled")
             raise
 
-    rest = start(handler(), ctx)
+    rest = start(handler())
     assert rest is not None
 
     async def reader() -> None:
@@ -164,19 +178,18 @@ async def test_cancelling_the_reader_cancels_the_waiting_handler() -> None:
 
 
 async def test_handler_errors_propagate_from_either_part() -> None:
-    ctx = contextvars.copy_context()
 
     async def fails_at_once() -> None:
         raise ValueError("first part")
 
     with pytest.raises(ValueError, match="first part"):
-        start(fails_at_once(), ctx)
+        start(fails_at_once())
 
     async def fails_after_a_wait() -> None:
         await asyncio.sleep(0)
         raise ValueError("second part")
 
-    rest = start(fails_after_a_wait(), ctx)
+    rest = start(fails_after_a_wait())
     assert rest is not None
     with pytest.raises(ValueError, match="second part"):
         await rest

@@ -21,7 +21,6 @@ buffering without bound.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import heapq
 import itertools
 import logging
@@ -36,7 +35,6 @@ from engineio.async_socket import AsyncSocket
 
 from realtime_gateway.tasks import Background
 from realtime_gateway.transport.inline import InlineQueue, Suspended
-from realtime_gateway.transport.inline import start as start_inline
 
 log = logging.getLogger(__name__)
 
@@ -214,23 +212,12 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
         receive = response.receive
         data_of = getattr(ws, "data_of", _data_of)
         # Event frames that arrive while this reader waits are handled as they are parsed
-        # (inline.py); every message handler of the connection runs in this context.
-        ctx = contextvars.copy_context()
+        # (inline.py).
         queue = response._reader
         inline: InlineQueue | None = None
         if isinstance(queue, InlineQueue) and handle_message is not None and self.inline_events:
-            inline, sid = queue, self.sid
-
-            def handle_inline(text: str) -> None:
-                try:
-                    rest = start_inline(handle_message(sid, text[1:]), ctx)
-                except Exception:
-                    log.exception("message handler error")
-                    return
-                if rest is not None:
-                    queue.feed_suspended(rest)
-
-            queue.handle = handle_inline
+            inline = queue
+            inline.sid, inline.on_message = self.sid, handle_message
         try:
             while True:
                 if inline is not None:
@@ -257,9 +244,7 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
                     # MESSAGE, the bulk of the traffic: straight to Socket.IO, as Engine.IO's
                     # receive() would with async handlers off.
                     try:
-                        rest = start_inline(handle_message(self.sid, data[1:]), ctx)
-                        if rest is not None:
-                            await rest
+                        await handle_message(self.sid, data[1:])
                     except Exception:
                         log.exception("message handler error")
                     continue
@@ -271,7 +256,7 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
                         break
         finally:
             if inline is not None:
-                inline.handle = None
+                inline.on_message = None
                 inline.parked = False
         self._transport = None
         if not response.closed:

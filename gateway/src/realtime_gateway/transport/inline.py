@@ -10,9 +10,9 @@ the socket's handler at once when the socket's reader is idle (waiting in ``rece
 nothing queued): the handler starts inside ``data_received``. If it finishes without waiting,
 that is all; if it waits (a Redis round trip), the rest of it is queued as a continuation
 (``Suspended``) that the reader awaits before any later frame, so a connection's frames are
-still handled one at a time, in order. Each connection's handlers run in the connection's own
-``contextvars.Context``, whichever way they start, so a context variable set before a wait is
-reset in the context it was set in. Every other frame (close, ping, pong, Engine.IO control
+still handled one at a time, in order. Like a task, each inline handler runs in a copy of the
+context, before and after a wait, so a context variable set before a wait is reset in the
+context it was set in. Every other frame (close, ping, pong, Engine.IO control
 packets, anything while the reader is busy) takes aiohttp's queue as before.
 """
 
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 _TEXT: Final = WSMsgType.TEXT
 _current_task: Final = asyncio.current_task
 
-Handler = Callable[[str], Coroutine[Any, Any, None]]
+Handler = Callable[[str, str], Coroutine[Any, Any, None]]
 
 
 class Suspended:
@@ -68,9 +68,10 @@ class Suspended:
                     return
 
 
-def start(coro: Coroutine[Any, Any, None], ctx: contextvars.Context) -> Suspended | None:
-    """Run ``coro`` in ``ctx`` until it finishes (None) or waits (what is left of it).
-    Its exceptions propagate."""
+def start(coro: Coroutine[Any, Any, None]) -> Suspended | None:
+    """Run ``coro`` in a copy of the current context until it finishes (None) or waits (what is
+    left of it, to run on in that context). Its exceptions propagate."""
+    ctx = contextvars.copy_context()
     try:
         step = ctx.run(coro.send, None)
     except StopIteration:
@@ -79,21 +80,22 @@ def start(coro: Coroutine[Any, Any, None], ctx: contextvars.Context) -> Suspende
 
 
 class InlineQueue(WebSocketDataQueue):  # type: ignore[misc]
-    """aiohttp's message queue, which calls ``handle`` with an EVENT frame's text instead of
-    queueing it while ``parked`` (set by the reader around its ``receive()``) and nothing is
-    queued. ``handle`` must not raise."""
+    """aiohttp's message queue, which starts ``on_message(sid, packet)`` for an EVENT frame
+    instead of queueing it while ``parked`` (set by the reader around its ``receive()``) and
+    nothing is queued. ``on_message`` is python-socketio's Engine.IO message handler."""
 
-    __slots__ = ("handle", "parked")
+    __slots__ = ("on_message", "parked", "sid")
 
     def __init__(self, protocol: Any, limit: int, *, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(protocol, limit, loop=loop)
-        self.handle: Callable[[str], None] | None = None
+        self.on_message: Handler | None = None
+        self.sid = ""
         self.parked = False
 
     def feed_data(self, data: Any, size: int) -> None:
-        handle = self.handle
+        on_message = self.on_message
         if (
-            handle is not None
+            on_message is not None
             and self.parked
             and not self._buffer
             and data[0] is _TEXT
@@ -103,13 +105,16 @@ class InlineQueue(WebSocketDataQueue):  # type: ignore[misc]
             # return would be overtaken.
             and _current_task() is None
         ):
-            handle(data[1])
+            try:
+                rest = start(on_message(self.sid, data[1][1:]))
+            except Exception:  # as in the reader: logged, the connection carries on
+                log.exception("message handler error")
+                return
+            if rest is not None:
+                # The rest goes to the reader ahead of later frames.
+                super().feed_data(WSMessage(_TEXT, rest, ""), 0)
             return
         super().feed_data(data, size)
-
-    def feed_suspended(self, rest: Suspended) -> None:
-        """Queue what is left of an inline handler for the reader, ahead of later frames."""
-        super().feed_data(WSMessage(_TEXT, rest, ""), 0)
 
 
 class InlineWebSocketResponse(web.WebSocketResponse):
