@@ -82,13 +82,26 @@ async def test_other_packets_take_the_queue() -> None:
     assert _queued(queue) == ["3", "40/porter,", '43["ack"]', "2probe"]
 
 
-async def test_frames_parsed_inside_a_task_are_queued() -> None:
-    # The reader's own receive() resumes a stalled parser; what it parses there must not overtake
-    # the frame it is about to return.
-    queue, parser, handled = _parts()
-    queue.parked = True
-    parser.feed_data(_frame('42["a"]'))
-    assert handled == [] and _queued(queue) == ['42["a"]']
+async def test_frames_parsed_when_the_reader_resumes_a_stalled_parser_are_queued() -> None:
+    # Over its limit the queue pauses reads and the parser stalls; the reader's own read()
+    # resumes it, inside the reader, with the queue emptied: the frames parsed there must not
+    # overtake the one the reader is about to return.
+    queue = InlineQueue(_FlowControl(), 8, loop=asyncio.get_running_loop())
+    parser = WebSocketReader(queue, 1 << 20, compress=False, decode_text=True)
+    handled: list[str] = []
+
+    async def on_message(sid: str, packet: str) -> None:
+        handled.append(packet)
+
+    queue.on_message = on_message
+    frames = [f'42["{n}{"x" * 40}"]' for n in range(3)]
+    await _received(parser, *frames)  # the reader is busy: queued, and the parser stalls
+    assert _queued(queue) == frames[:1] and queue._protocol._reading_paused
+    queue.parked = True  # the reader waits in receive(), which reads at once
+    got = []
+    for _ in frames:
+        got.append((await asyncio.wait_for(queue.read(), 1)).data)
+    assert got == frames and handled == []
 
 
 async def test_a_handler_that_waits_finishes_in_its_reader_before_later_frames() -> None:

@@ -7,13 +7,13 @@ woken tasks), so every received location update waited one whole pass before its
 
 ``InlineWebSocketResponse`` gives the connection a queue that hands a Socket.IO EVENT frame to
 the socket's handler at once when the socket's reader is idle (waiting in ``receive()`` with
-nothing queued): the handler starts inside ``data_received``. If it finishes without waiting,
-that is all; if it waits (a Redis round trip), the rest of it is queued as a continuation
-(``Suspended``) that the reader awaits before any later frame, so a connection's frames are
-still handled one at a time, in order. Like a task, each inline handler runs in a copy of the
+nothing queued, reads not paused): the handler starts inside ``data_received``. If it finishes
+without waiting, that is all; if it waits (a Redis round trip), the rest of it is queued as a
+continuation (``Suspended``) that the reader awaits before any later frame, so a connection's
+frames are still handled one at a time, in order. Like a task, each inline handler runs in a copy of the
 context, before and after a wait, so a context variable set before a wait is reset in the
-context it was set in. Every other frame (close, ping, pong, Engine.IO control
-packets, anything while the reader is busy) takes aiohttp's queue as before.
+context it was set in. Every other frame (close, ping, pong, Engine.IO control packets,
+anything while the reader is busy) takes aiohttp's queue as before.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from aiohttp.http_websocket import WebSocketReader
 log = logging.getLogger(__name__)
 
 _TEXT: Final = WSMsgType.TEXT
-_current_task: Final = asyncio.current_task
 
 Handler = Callable[[str, str], Coroutine[Any, Any, None]]
 
@@ -100,10 +99,10 @@ class InlineQueue(WebSocketDataQueue):  # type: ignore[misc]
             and not self._buffer
             and data[0] is _TEXT
             and data[1][:2] == "42"
-            # Only from the protocol's data_received: the reader's own receive() also parses
-            # (when it resumes a parser stalled on a full queue), and the frame it is about to
-            # return would be overtaken.
-            and _current_task() is None
+            # Not while reads are paused (the queue went over its limit): then the parser stalls,
+            # and the reader's own receive() resumes it, parsing inside the reader; a frame
+            # taken inline there would overtake the one the reader is about to return.
+            and not self._protocol._reading_paused
         ):
             try:
                 rest = start(on_message(self.sid, data[1][1:]))
