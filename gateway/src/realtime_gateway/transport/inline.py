@@ -10,9 +10,9 @@ the socket's handler at once when the socket's reader is idle (waiting in ``rece
 nothing queued, reads not paused): the handler starts inside ``data_received``. If it finishes
 without waiting, that is all; if it waits (a Redis round trip), the rest of it is queued as a
 continuation (``Suspended``) that the reader awaits before any later frame, so a connection's
-frames are still handled one at a time, in order. Like a task, each inline handler runs in a copy of the
-context, before and after a wait, so a context variable set before a wait is reset in the
-context it was set in. Every other frame (close, ping, pong, Engine.IO control packets,
+frames are still handled one at a time, in order. Like a task, each inline handler runs in a
+copy of the context, before and after a wait, so a context variable set before a wait is reset
+in the context it was set in. Every other frame (close, ping, pong, Engine.IO control packets,
 anything while the reader is busy) takes aiohttp's queue as before.
 """
 
@@ -38,7 +38,7 @@ Handler = Callable[[str, str], Coroutine[Any, Any, None]]
 
 class Suspended:
     """A handler coroutine that waited while it ran inline: awaiting this hands what it waits
-    for to the awaiting task and drives the coroutine on, in its connection's context."""
+    for to the awaiting task and drives the coroutine on, in the context it started in."""
 
     __slots__ = ("_coro", "_ctx", "_step")
 
@@ -120,8 +120,8 @@ class InlineWebSocketResponse(web.WebSocketResponse):
     """A WebSocket response whose message queue is an ``InlineQueue``."""
 
     def _post_start(self, request: Any, protocol: str | None, writer: Any) -> None:
-        # aiohttp's own ``_post_start`` (3.12-3.14) with the queue class replaced; on a layout it
-        # does not match, the stock one (and stock reading).
+        # aiohttp 3.14's own ``_post_start`` with the queue class replaced; where an aiohttp's
+        # attributes or reader differ from these, its own (and stock reading).
         loop = self._loop
         assert loop is not None  # set by prepare()
         try:
