@@ -10,13 +10,19 @@ logged.
 cancellation and drops the cancellation (bpo-42130, fixed in 3.12). redis-py calls ``wait_for``
 when it connects, so a loop such as the readiness gauge, cancelled at that moment, went on to its
 next sleep and a single ``cancel(); await task`` waited for it forever.
+
+``start_inline(coro)``: run a coroutine right here, without a task, until it finishes or waits;
+what is left of a waiting one (``Suspended``) is awaited by whichever task takes it over. The
+socket reader (``transport/inline.py``) and the Redis readers (``state/multiplex.py``) start
+handlers this way inside ``data_received``, one event-loop pass sooner than a task would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Generator
 from typing import Any, Final
 
 log = logging.getLogger(__name__)
@@ -75,3 +81,45 @@ async def stop_tasks(*tasks: asyncio.Task[Any] | None) -> None:
             log.warning("task %s ended with %r while stopping", task.get_name(), exc)
     if interrupted:
         raise asyncio.CancelledError
+
+
+class Suspended:
+    """A handler coroutine that waited while it ran inline: awaiting this hands what it waits
+    for to the awaiting task and drives the coroutine on, in the context it started in."""
+
+    __slots__ = ("_coro", "_ctx", "_step")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], step: Any, ctx: contextvars.Context) -> None:
+        self._coro = coro
+        self._step = step
+        self._ctx = ctx
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, ctx, step = self._coro, self._ctx, self._step
+        while True:
+            try:
+                sent = yield step
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # thrown in by the awaiting task: a cancellation
+                try:
+                    step = ctx.run(coro.throw, exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    step = ctx.run(coro.send, sent)
+                except StopIteration:
+                    return
+
+
+def start_inline(coro: Coroutine[Any, Any, None]) -> Suspended | None:
+    """Run ``coro`` in a copy of the current context until it finishes (None) or waits (what is
+    left of it, to run on in that context). Its exceptions propagate."""
+    ctx = contextvars.copy_context()
+    try:
+        step = ctx.run(coro.send, None)
+    except StopIteration:
+        return None
+    return Suspended(coro, step, ctx)

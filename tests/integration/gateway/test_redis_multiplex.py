@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -147,6 +147,51 @@ async def test_subscriber_confirms_delivers_and_resubscribes_after_a_restart(
         await publisher.spublish("ch3", b"three")
         assert await asyncio.wait_for(got.get(), 5) == b"three"
         assert sub.connects == 2
+    finally:
+        await sub.aclose()
+        await publisher.aclose()
+
+
+async def test_subscriber_handles_messages_in_order_when_handlers_wait_or_fail(redis_url: str) -> None:
+    """Handlers start as messages are read; one that waits holds the later ones behind it, in the
+    order Redis sent them, and one that fails costs only its own message."""
+    started: list[int] = []
+    finished: list[int] = []
+    release = asyncio.Event()
+
+    async def on_message(payload: bytes) -> None:
+        n = int(payload)
+        started.append(n)
+        if n % 7 == 3:
+            raise RuntimeError(f"handler {n} fails")
+        if n == 5:
+            await release.wait()  # everything after 5 queues until it is released
+        elif n % 4 == 0:
+            await asyncio.sleep(0)
+        finished.append(n)
+
+    sub = Subscriber(_pool(redis_url), on_message, name="order")
+    publisher = Redis.from_url(redis_url)
+
+    def when(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+        async def probe() -> bool:
+            return check()
+
+        return probe
+
+    try:
+        await sub.subscribe("order-ch", 5)
+        for n in range(40):
+            await publisher.spublish("order-ch", str(n).encode())
+        await eventually(when(lambda: sub.received == 40), within=5, what="every message read")
+        assert started == [0, 1, 2, 3, 4, 5]  # the rest wait for 5, not run past it
+        release.set()
+        await eventually(when(lambda: len(started) == 40), within=5, what="the queued messages handled")
+        assert started == list(range(40))
+        assert finished == [n for n in range(40) if n % 7 != 3]
+        # The queue drained: the next message is handled as it is read again.
+        await publisher.spublish("order-ch", b"41")
+        await eventually(when(lambda: finished[-1] == 41), within=5, what="the next message")
     finally:
         await sub.aclose()
         await publisher.aclose()

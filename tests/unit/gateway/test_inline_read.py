@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from aiohttp.http_websocket import WebSocketReader
 
-from realtime_gateway.transport.inline import InlineQueue, Suspended, start
+from realtime_gateway.tasks import Suspended, start_inline
+from realtime_gateway.transport.inline import InlineQueue
 
 pytestmark = pytest.mark.unit
 
@@ -161,7 +162,7 @@ async def test_a_handler_that_finishes_inline_runs_in_a_copy_of_the_context() ->
         _var.set("inside")
         ran.append(_var.get())
 
-    assert start(handler()) is None
+    assert start_inline(handler()) is None
     assert ran == ["inside"] and _var.get() is None
 
 
@@ -176,7 +177,7 @@ async def test_cancelling_the_reader_cancels_the_waiting_handler() -> None:
             outcome.append("cancelled")
             raise
 
-    rest = start(handler())
+    rest = start_inline(handler())
     assert rest is not None
 
     async def reader() -> None:
@@ -196,13 +197,13 @@ async def test_handler_errors_propagate_from_either_part() -> None:
         raise ValueError("first part")
 
     with pytest.raises(ValueError, match="first part"):
-        start(fails_at_once())
+        start_inline(fails_at_once())
 
     async def fails_after_a_wait() -> None:
         await asyncio.sleep(0)
         raise ValueError("second part")
 
-    rest = start(fails_after_a_wait())
+    rest = start_inline(fails_after_a_wait())
     assert rest is not None
     with pytest.raises(ValueError, match="second part"):
         await rest

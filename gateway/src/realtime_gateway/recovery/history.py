@@ -24,6 +24,7 @@ import secrets
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final, Protocol
 
 import orjson
@@ -296,8 +297,18 @@ class RedisHistory:
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        if batch:
-            self._flushes.spawn(self._run(batch))
+        if not batch:
+            return
+        fast = self._fast
+        if fast is not None and not self._cluster:
+            # Sent from here, and settled by the reply's callback: a task would send it one
+            # event-loop pass later, and the multiplexer's own flush another pass after that.
+            sent = fast.send("EVAL", *self._script_args(batch)) if len(batch) <= APPEND_BATCH else None
+            if sent is not None:
+                fast.write_now()
+                sent.add_done_callback(partial(self._settle_sent, batch))
+                return
+        self._flushes.spawn(self._run(batch))
 
     def _calls(self, batch: list[_Pending]) -> list[list[_Pending]]:
         if not self._cluster:
@@ -341,17 +352,15 @@ class RedisHistory:
                 raise
             return
         for call, result in zip(calls, results, strict=True):
-            replies = [] if isinstance(result, BaseException) else _text(result).split(";")
-            if not isinstance(result, BaseException) and len(replies) != len(call):
-                result = RuntimeError(f"history script answered {len(replies)} of {len(call)} appends")
-            for i, pending in enumerate(call):
-                if pending.future.done():
-                    continue  # its caller was cancelled
-                if isinstance(result, BaseException):
-                    pending.future.set_exception(result)
-                else:
-                    off, epoch, appended = replies[i].split(",")
-                    pending.future.set_result(Appended(Position(epoch, int(off)), appended == "1"))
+            _settle(call, result)
+
+    @staticmethod
+    def _settle_sent(call: list[_Pending], sent: asyncio.Future[Any]) -> None:
+        if sent.cancelled():
+            for pending in call:
+                pending.future.cancel()
+        else:
+            _settle(call, sent.exception() or sent.result())
 
     async def recover(self, order_id: str, client: Position) -> Recovery:
         epoch, seq, raw = await self._r.eval(
@@ -373,6 +382,21 @@ class RedisHistory:
         raw = await self._r.xrevrange(stream_key(order_id), top, "-", count=self.size)
         chats = [e for e in _entries(raw) if e.event == CHAT_EVENT][:limit]
         return chats[::-1]
+
+
+def _settle(call: list[_Pending], result: Any) -> None:
+    """Each append of one script call gets its part of the reply, or the call's error."""
+    replies = [] if isinstance(result, BaseException) else _text(result).split(";")
+    if not isinstance(result, BaseException) and len(replies) != len(call):
+        result = RuntimeError(f"history script answered {len(replies)} of {len(call)} appends")
+    for i, pending in enumerate(call):
+        if pending.future.done():
+            continue  # its caller was cancelled
+        if isinstance(result, BaseException):
+            pending.future.set_exception(result)
+        else:
+            off, epoch, appended = replies[i].split(",")
+            pending.future.set_result(Appended(Position(epoch, int(off)), appended == "1"))
 
 
 # --- memory -----------------------------------------------------------------------------------

@@ -13,7 +13,10 @@ checkout, retry and deprecation wrappers, a reply parser that awaits per element
   message's payload to a callback; it re-subscribes its channels after a reconnect.
 
 Both open their connection through a redis-py connection pool's ``make_connection()``, so TLS,
-credentials, ``SELECT`` and the Sentinel master lookup are redis-py's, and then own its streams.
+credentials, ``SELECT`` and the Sentinel master lookup are redis-py's, and then own its transport.
+Replies are parsed in the transport's ``data_received`` (``_Replies``), not by a reader task: a
+task would see them one event-loop pass later, and under load a pass is long. A pub/sub message's
+handler starts there too; if it waits, later messages queue behind it in order.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from functools import partial
 from typing import Any, Final, Protocol
 
@@ -32,11 +35,10 @@ from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime_gateway.state.resp import Push, RespParser, pack_command
-from realtime_gateway.tasks import stop_tasks
+from realtime_gateway.tasks import Suspended, start_inline, stop_tasks
 
 log = logging.getLogger(__name__)
 
-READ_SIZE: Final = 1 << 16
 # No reply at all for this long while commands wait: the connection is dropped and they fail.
 STALL_TIMEOUT_S: Final = 5.0
 # After a failed connect, calls fail at once for this long instead of each trying again.
@@ -46,8 +48,61 @@ READ_AHEAD_TTL_S: Final = 0.5
 READ_AHEAD_MAX: Final = 10_000
 
 
-async def _open(pool: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A new connection from ``pool``'s settings, handshake done, handed over as raw streams."""
+class _Replies(asyncio.Protocol):
+    """A connection's protocol once it is ours: each read is parsed and its complete replies go
+    to ``on_replies`` at once. ``closed`` gets the error the connection ended with."""
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        on_replies: Callable[[list[Any]], None],
+        on_lost: Callable[[_Replies, RedisError], None] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.writer: asyncio.StreamWriter | None = None
+        self._on_replies = on_replies
+        self._on_lost = on_lost
+        self._parser = RespParser()
+        self.closed: asyncio.Future[RedisError] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        try:
+            parser.feed(data)
+            self._on_replies(parser.replies())
+        except Exception as exc:  # a protocol error, or a reply that ends the connection
+            self._lose(exc if isinstance(exc, RedisError) else RedisConnectionError(repr(exc)))
+            self.transport.close()
+
+    def eof_received(self) -> bool:
+        return False  # close the transport: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lose(
+            RedisConnectionError(
+                f"connection to redis lost: {exc!r}" if exc else "connection closed by redis"
+            )
+        )
+
+    def _lose(self, error: RedisError) -> None:
+        if self.closed.done():
+            return
+        self.closed.set_result(error)
+        if self._on_lost is not None:
+            self._on_lost(self, error)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.transport.close()
+
+
+async def _open(
+    pool: Any,
+    on_replies: Callable[[list[Any]], None],
+    on_lost: Callable[[_Replies, RedisError], None] | None = None,
+) -> _Replies:
+    """A new connection from ``pool``'s settings, handshake done, its transport handed to a
+    ``_Replies`` protocol."""
     conn = pool.make_connection()
     try:
         await conn.connect()
@@ -58,15 +113,20 @@ async def _open(pool: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = conn._reader, conn._writer
     if reader is None or writer is None:
         raise RedisConnectionError("connection closed during the handshake")
-    # The connection object is dropped: from here on the streams are ours alone.
+    # The connection object is dropped: from here on the transport is ours alone.
     conn._reader = conn._writer = None
-    return reader, writer
-
-
-def _close(writer: asyncio.StreamWriter | None) -> None:
-    if writer is not None:
-        with contextlib.suppress(Exception):
-            writer.close()
+    transport = writer.transport
+    if transport.is_closing() or reader.at_eof():
+        transport.close()
+        raise RedisConnectionError("connection closed during the handshake")
+    protocol = _Replies(transport, on_replies, on_lost)
+    # Kept referenced: Python closes a StreamWriter's transport when the writer is collected.
+    protocol.writer = writer
+    buffered = bytes(getattr(reader, "_buffer", b""))  # read by the stream, not yet taken
+    transport.set_protocol(protocol)
+    if buffered:
+        protocol.data_received(buffered)
+    return protocol
 
 
 class Multiplexer:
@@ -76,8 +136,7 @@ class Multiplexer:
         self._pool = pool
         self.name = name
         self._stall_s = stall_timeout_s
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
+        self._conn: _Replies | None = None
         self._pending: deque[asyncio.Future[Any]] = deque()
         self._out: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
@@ -96,7 +155,7 @@ class Multiplexer:
     # --- calls -------------------------------------------------------------------------------
     async def execute(self, *args: Any) -> Any:
         """One command; raises the redis-py exception of an error reply."""
-        if self._writer is None:
+        if self._conn is None:
             await self._connect()
         fut = self._queue(args)
         reply = await fut
@@ -106,7 +165,7 @@ class Multiplexer:
 
     async def execute_many(self, commands: Iterable[tuple[Any, ...]]) -> list[Any]:
         """Consecutive commands; error replies are returned in place (as exception instances)."""
-        if self._writer is None:
+        if self._conn is None:
             await self._connect()
         futures = []
         for args in commands:
@@ -122,7 +181,7 @@ class Multiplexer:
     def send(self, *args: Any) -> asyncio.Future[Any] | None:
         """Queue a command without waiting for it; the future gets the reply (an error reply as
         an exception instance). None when not connected (the caller takes its slower path)."""
-        if self._writer is None:
+        if self._conn is None:
             return None
         fut = self._queue(args)
         fut.add_done_callback(_retrieve)
@@ -163,14 +222,22 @@ class Multiplexer:
             self._watch_handle = loop.call_later(self._stall_s / 2, self._watch)
         return fut
 
+    def write_now(self) -> None:
+        """Write the commands queued so far at once rather than at the end of this loop pass:
+        for a caller that is itself the end of a pass's batching (the history's script call)."""
+        handle = self._flush_handle
+        if handle is not None:
+            handle.cancel()
+            self._flush()
+
     def _flush(self) -> None:
         self._flush_handle = None
         out, self._out = self._out, []
-        writer = self._writer
-        if writer is None or not out:
+        conn = self._conn
+        if conn is None or not out:
             return  # the connection died meanwhile: _drop already failed these callers
         try:
-            writer.write(out[0] if len(out) == 1 else b"".join(out))
+            conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
             self.writes += 1
         except Exception as exc:
             self._drop(RedisConnectionError(f"write to redis failed: {exc!r}"))
@@ -193,52 +260,39 @@ class Multiplexer:
         if time.monotonic() < self._down_until and self._down_error is not None:
             raise self._down_error
         async with self._lock:
-            if self._writer is not None:
+            if self._conn is not None:
                 return
             try:
-                reader, writer = await _open(self._pool)
+                conn = await _open(self._pool, self._on_replies, self._on_lost)
             except RedisError as exc:
                 self._down_until = time.monotonic() + CONNECT_BACKOFF_S
                 self._down_error = RedisConnectionError(f"cannot connect to redis ({self.name}): {exc}")
                 raise self._down_error from exc
-            self._writer = writer
+            self._conn = conn
             self.connects += 1
-            self._reader_task = asyncio.create_task(self._read(reader, writer), name=f"redis-mux-{self.name}")
 
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        parser = RespParser()
+    def _on_replies(self, replies: list[Any]) -> None:
         pending = self._pending
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                data = await reader.read(READ_SIZE)
-                if not data:
-                    raise RedisConnectionError("connection closed by redis")
-                parser.feed(data)
-                self._last_reply = loop.time()
-                for reply in parser.replies():
-                    if isinstance(reply, Push) or not pending:
-                        continue
-                    fut = pending.popleft()
-                    if not fut.done():  # a caller that gave up (cancelled) is skipped
-                        fut.set_result(reply)
-                    if isinstance(reply, ReadOnlyError):
-                        # The node was demoted (Sentinel failover): reconnect to the new master.
-                        raise RedisConnectionError("redis node is read-only now")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if self._writer is writer:
-                error = exc if isinstance(exc, RedisError) else RedisConnectionError(repr(exc))
-                self._drop(error)
+        self._last_reply = asyncio.get_running_loop().time()
+        for reply in replies:
+            if isinstance(reply, Push) or not pending:
+                continue
+            fut = pending.popleft()
+            if not fut.done():  # a caller that gave up (cancelled) is skipped
+                fut.set_result(reply)
+            if isinstance(reply, ReadOnlyError):
+                # The node was demoted (Sentinel failover): reconnect to the new master.
+                raise RedisConnectionError("redis node is read-only now")
+
+    def _on_lost(self, conn: _Replies, error: RedisError) -> None:
+        if conn is self._conn:
+            self._drop(error)
 
     def _drop(self, error: RedisError) -> None:
         """Close the connection and fail every caller still waiting for a reply."""
-        writer, self._writer = self._writer, None
-        _close(writer)
-        task, self._reader_task = self._reader_task, None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
         self._out.clear()
         self._ahead.clear()
         pending, self._pending = self._pending, deque()
@@ -250,10 +304,7 @@ class Multiplexer:
 
     async def aclose(self) -> None:
         self._closed = True
-        task = self._reader_task
         self._drop(RedisConnectionError("connection closed"))
-        if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
         for handle in (self._flush_handle, self._watch_handle):
             if handle is not None:
                 handle.cancel()
@@ -265,11 +316,15 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
         log.debug("redis command without a waiting caller failed: %r", fut.exception())
 
 
-MessageCallback = Callable[[bytes], Awaitable[None]]
+MessageCallback = Callable[[bytes], Coroutine[Any, Any, None]]
 
 
 class Subscriber:
-    """One sharded pub/sub connection (SSUBSCRIBE) read by one task; reconnects and re-subscribes."""
+    """One sharded pub/sub connection (SSUBSCRIBE); reconnects and re-subscribes.
+
+    A message's handler starts as the message is read (``start_inline``). One that waits (a gap
+    in an order's offsets filled from the history) goes on in a task, and the messages read
+    meanwhile queue behind it, so each is handled after the one before it, as Redis sent them."""
 
     def __init__(self, pool: Any, on_message: MessageCallback, name: str = "redis") -> None:
         self._pool = pool
@@ -277,8 +332,11 @@ class Subscriber:
         self.name = name
         self.channels: set[str] = set()
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
-        self._writer: asyncio.StreamWriter | None = None
+        self._conn: _Replies | None = None
         self._task: asyncio.Task[None] | None = None
+        # Messages read while a handler waits, and the task handling them; None: no handler waits.
+        self._backlog: deque[bytes] | None = None
+        self._drainer: asyncio.Task[None] | None = None
         self.received = 0
         self.connects = 0
 
@@ -290,10 +348,10 @@ class Subscriber:
         self.channels.add(channel)
         try:
             if self._task is None:
-                self._task = asyncio.create_task(self._run(), name=f"fanout-reader-{self.name}")
-            elif self._writer is not None:
-                self._writer.write(pack_command("SSUBSCRIBE", channel))
-            # (not connected yet: the reader subscribes every wanted channel once it is)
+                self._task = asyncio.create_task(self._run(), name=f"fanout-connection-{self.name}")
+            elif self._conn is not None:
+                self._conn.transport.write(pack_command("SSUBSCRIBE", channel))
+            # (not connected yet: the connection subscribes every wanted channel once it is up)
             await asyncio.wait_for(fut, wait_s)
         except BaseException:
             if not self._waiters.get(key) or self._waiters[key] == [fut]:
@@ -308,62 +366,88 @@ class Subscriber:
 
     def unsubscribe(self, channel: str) -> None:
         self.channels.discard(channel)
-        if self._writer is not None:
-            self._writer.write(pack_command("SUNSUBSCRIBE", channel))
+        if self._conn is not None:
+            self._conn.transport.write(pack_command("SUNSUBSCRIBE", channel))
 
     async def _run(self) -> None:
+        """Keeps the connection: opens it, subscribes, and opens it again when it ends."""
         backoff = 0.05
         while True:
-            writer: asyncio.StreamWriter | None = None
+            conn: _Replies | None = None
             try:
-                reader, writer = await _open(self._pool)
+                conn = await _open(self._pool, self._on_replies)
                 self.connects += 1
                 # One command per channel: on Redis Cluster a multi-channel SSUBSCRIBE must stay
                 # within one slot.
-                writer.write(b"".join(pack_command("SSUBSCRIBE", c) for c in sorted(self.channels)))
-                self._writer = writer
+                conn.transport.write(b"".join(pack_command("SSUBSCRIBE", c) for c in sorted(self.channels)))
+                self._conn = conn
                 backoff = 0.05
-                await self._read(reader)
+                raise await conn.closed
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("fan-out reader for %s: %r; retrying in %.2fs", self.name, exc, backoff)
+                log.warning("fan-out connection for %s: %r; retrying in %.2fs", self.name, exc, backoff)
             finally:
-                if self._writer is writer:
-                    self._writer = None
-                _close(writer)
+                if self._conn is conn:
+                    self._conn = None
+                if conn is not None:
+                    conn.close()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        parser = RespParser()
-        while True:
-            data = await reader.read(READ_SIZE)
-            if not data:
-                raise RedisConnectionError("connection closed by redis")
-            parser.feed(data)
-            for reply in parser.replies():
-                if isinstance(reply, list) and len(reply) >= 3:
-                    kind = reply[0]
-                    if kind == b"smessage":
-                        self.received += 1
-                        try:
-                            await self._on_message(reply[2])
-                        except Exception:
-                            log.exception("fan-out delivery failed")
-                    elif kind == b"ssubscribe":
-                        for fut in self._waiters.get(reply[1], ()):
-                            if not fut.done():
-                                fut.set_result(None)
-                elif isinstance(reply, ResponseError):
-                    log.warning("fan-out subscriber %s: %s", self.name, reply)
+    def _on_replies(self, replies: list[Any]) -> None:
+        for reply in replies:
+            if isinstance(reply, list) and len(reply) >= 3:
+                kind = reply[0]
+                if kind == b"smessage":
+                    self.received += 1
+                    self._handle(reply[2])
+                elif kind == b"ssubscribe":
+                    for fut in self._waiters.get(reply[1], ()):
+                        if not fut.done():
+                            fut.set_result(None)
+            elif isinstance(reply, ResponseError):
+                log.warning("fan-out subscriber %s: %s", self.name, reply)
+
+    def _handle(self, payload: bytes) -> None:
+        backlog = self._backlog
+        if backlog is not None:
+            backlog.append(payload)
+            return
+        try:
+            rest = start_inline(self._on_message(payload))
+        except Exception:
+            log.exception("fan-out delivery failed")
+            return
+        if rest is not None:
+            self._backlog = deque()
+            self._drainer = asyncio.get_running_loop().create_task(
+                self._drain(rest), name=f"fanout-backlog-{self.name}"
+            )
+
+    async def _drain(self, rest: Suspended) -> None:
+        """The rest of the handler that waited, then the messages queued behind it."""
+        backlog = self._backlog
+        assert backlog is not None
+        try:
+            try:
+                await rest
+            except Exception:
+                log.exception("fan-out delivery failed")
+            while backlog:
+                try:
+                    await self._on_message(backlog.popleft())
+                except Exception:
+                    log.exception("fan-out delivery failed")
+        finally:
+            self._backlog = None
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            await stop_tasks(self._task)
-            self._task = None
-        _close(self._writer)
-        self._writer = None
+        await stop_tasks(self._task, self._drainer)
+        self._task = self._drainer = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 class FastRedis(Protocol):
@@ -377,6 +461,7 @@ class FastRedis(Protocol):
     def send(self, *args: Any) -> asyncio.Future[Any] | None: ...
     def read_ahead(self, *args: Any) -> None: ...
     def take(self, *args: Any) -> asyncio.Future[Any] | None: ...
+    def write_now(self) -> None: ...
     async def aclose(self) -> None: ...
 
 
@@ -516,6 +601,10 @@ class ClusterMultiplexer:
     def take(self, *args: Any) -> asyncio.Future[Any] | None:
         mux = self._mux(_key_of(args))
         return None if mux is None else mux.take(*args)
+
+    def write_now(self) -> None:
+        for mux in self._nodes.values():
+            mux.write_now()
 
     async def aclose(self) -> None:
         await stop_tasks(self._follower)

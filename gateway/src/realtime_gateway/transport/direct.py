@@ -33,8 +33,8 @@ from typing import Any, Final
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
-from realtime_gateway.tasks import Background
-from realtime_gateway.transport.inline import InlineQueue, Suspended
+from realtime_gateway.tasks import Background, Suspended
+from realtime_gateway.transport.inline import InlineQueue
 
 log = logging.getLogger(__name__)
 

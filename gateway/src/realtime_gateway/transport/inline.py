@@ -9,7 +9,7 @@ woken tasks), so every received location update waited one whole pass before its
 the socket's handler at once when the socket's reader is idle (waiting in ``receive()`` with
 nothing queued, reads not paused): the handler starts inside ``data_received``. If it finishes
 without waiting, that is all; if it waits (a Redis round trip), the rest of it is queued as a
-continuation (``Suspended``) that the reader awaits before any later frame, so a connection's
+continuation (``tasks.Suspended``) that the reader awaits before any later frame, so a connection's
 frames are still handled one at a time, in order. Like a task, each inline handler runs in a
 copy of the context, before and after a wait, so a context variable set before a wait is reset
 in the context it was set in. Every other frame (close, ping, pong, Engine.IO control packets,
@@ -19,9 +19,8 @@ anything while the reader is busy) takes aiohttp's queue as before.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 from aiohttp import WSMessage, WSMsgType, web
@@ -29,53 +28,13 @@ from aiohttp._websocket.reader import WebSocketDataQueue
 from aiohttp.helpers import DEFAULT_CHUNK_SIZE
 from aiohttp.http_websocket import WebSocketReader
 
+from realtime_gateway.tasks import start_inline
+
 log = logging.getLogger(__name__)
 
 _TEXT: Final = WSMsgType.TEXT
 
 Handler = Callable[[str, str], Coroutine[Any, Any, None]]
-
-
-class Suspended:
-    """A handler coroutine that waited while it ran inline: awaiting this hands what it waits
-    for to the awaiting task and drives the coroutine on, in the context it started in."""
-
-    __slots__ = ("_coro", "_ctx", "_step")
-
-    def __init__(self, coro: Coroutine[Any, Any, None], step: Any, ctx: contextvars.Context) -> None:
-        self._coro = coro
-        self._step = step
-        self._ctx = ctx
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        coro, ctx, step = self._coro, self._ctx, self._step
-        while True:
-            try:
-                sent = yield step
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # thrown in by the awaiting task: a cancellation
-                try:
-                    step = ctx.run(coro.throw, exc)
-                except StopIteration:
-                    return
-            else:
-                try:
-                    step = ctx.run(coro.send, sent)
-                except StopIteration:
-                    return
-
-
-def start(coro: Coroutine[Any, Any, None]) -> Suspended | None:
-    """Run ``coro`` in a copy of the current context until it finishes (None) or waits (what is
-    left of it, to run on in that context). Its exceptions propagate."""
-    ctx = contextvars.copy_context()
-    try:
-        step = ctx.run(coro.send, None)
-    except StopIteration:
-        return None
-    return Suspended(coro, step, ctx)
 
 
 class InlineQueue(WebSocketDataQueue):  # type: ignore[misc]
@@ -105,7 +64,7 @@ class InlineQueue(WebSocketDataQueue):  # type: ignore[misc]
             and not self._protocol._reading_paused
         ):
             try:
-                rest = start(on_message(self.sid, data[1][1:]))
+                rest = start_inline(on_message(self.sid, data[1][1:]))
             except Exception:  # as in the reader: logged, the connection carries on
                 log.exception("message handler error")
                 return
