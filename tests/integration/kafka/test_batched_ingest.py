@@ -594,6 +594,22 @@ async def test_concurrent_history_appends_keep_each_room_in_order(
     assert ("eval" in used) == (fast_of is not None), used
 
 
+async def test_history_appends_that_cannot_be_sent_fail_instead_of_waiting(
+    redis_client: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    handles = open_redis("standalone", parse_redis_url(redis_server.url))
+    await handles.start()
+    try:
+        assert handles.fast is not None
+        await handles.fast.execute("PING")  # connected: the appends take the direct send
+        history = RedisHistory(redis_client, fast=handles.fast)
+        history.size = None  # type: ignore[assignment]  # not a Redis argument: packing fails
+        with pytest.raises(TypeError):
+            await asyncio.wait_for(history.append("r1", "order:status", {"eventId": "e1"}), 5)
+    finally:
+        await handles.aclose()
+
+
 async def test_history_publishes_each_rooms_events_in_offset_order(redis_client: aioredis.Redis) -> None:
     history = RedisHistory(redis_client)
     rooms = ["p1", "p2", "p3"]

@@ -303,7 +303,11 @@ class RedisHistory:
         if fast is not None and not self._cluster:
             # Sent from here, and settled by the reply's callback: a task would send it one
             # event-loop pass later, and the multiplexer's own flush another pass after that.
-            sent = fast.send("EVAL", *self._script_args(batch)) if len(batch) <= APPEND_BATCH else None
+            try:
+                sent = fast.send("EVAL", *self._script_args(batch)) if len(batch) <= APPEND_BATCH else None
+            except Exception as exc:  # nothing was sent; no caller may wait forever
+                _settle(batch, exc)
+                return
             if sent is not None:
                 fast.write_now()
                 sent.add_done_callback(partial(self._settle_sent, batch))
