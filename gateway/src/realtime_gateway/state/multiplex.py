@@ -54,12 +54,13 @@ class _Replies(asyncio.Protocol):
 
     def __init__(
         self,
-        transport: asyncio.Transport,
+        writer: asyncio.StreamWriter,
         on_replies: Callable[[list[Any]], None],
         on_lost: Callable[[_Replies, RedisError], None] | None = None,
     ) -> None:
-        self.transport = transport
-        self.writer: asyncio.StreamWriter | None = None
+        self.transport = writer.transport
+        # Kept referenced: Python closes a StreamWriter's transport when the writer is collected.
+        self._writer = writer
         self._on_replies = on_replies
         self._on_lost = on_lost
         self._parser = RespParser()
@@ -72,7 +73,7 @@ class _Replies(asyncio.Protocol):
             self._on_replies(parser.replies())
         except Exception as exc:  # a protocol error, or a reply that ends the connection
             self._lose(exc if isinstance(exc, RedisError) else RedisConnectionError(repr(exc)))
-            self.transport.close()
+            self.close()
 
     def eof_received(self) -> bool:
         return False  # close the transport: connection_lost follows
@@ -119,9 +120,7 @@ async def _open(
     if transport.is_closing() or reader.at_eof():
         transport.close()
         raise RedisConnectionError("connection closed during the handshake")
-    protocol = _Replies(transport, on_replies, on_lost)
-    # Kept referenced: Python closes a StreamWriter's transport when the writer is collected.
-    protocol.writer = writer
+    protocol = _Replies(writer, on_replies, on_lost)
     buffered = bytes(getattr(reader, "_buffer", b""))  # read by the stream, not yet taken
     transport.set_protocol(protocol)
     if buffered:
@@ -422,13 +421,11 @@ class Subscriber:
         if rest is not None:
             self._backlog = deque()
             self._drainer = asyncio.get_running_loop().create_task(
-                self._drain(rest), name=f"fanout-backlog-{self.name}"
+                self._drain(rest, self._backlog), name=f"fanout-backlog-{self.name}"
             )
 
-    async def _drain(self, rest: Suspended) -> None:
+    async def _drain(self, rest: Suspended, backlog: deque[bytes]) -> None:
         """The rest of the handler that waited, then the messages queued behind it."""
-        backlog = self._backlog
-        assert backlog is not None
         try:
             try:
                 await rest
