@@ -203,6 +203,51 @@ class GatedEmitter(SlowEmitter):
         await super().to_order(order_id, event, data, skip_sid=skip_sid)
 
 
+async def test_records_wait_at_the_broker_while_a_full_batch_waits_on_the_loop(
+    kafka_broker: KafkaBroker, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader's thread hands over no more than MAX_BATCH_RECORDS unhandled records, then parks
+    until the loop takes them: a stuck batch holds what follows at the broker, not in memory."""
+    monkeypatch.setattr(consumer_module, "MAX_BATCH_RECORDS", 10)
+    config = config_for(kafka_broker, partitions=2)
+    await ensure_topics(config)
+    topic = config.topic("orderEvents")
+    await produce_interleaved(kafka_broker, topic, ["first"], 1)
+    emitter = GatedEmitter()
+    sizes: list[int] = []
+    process_batch = KafkaIngest._process_batch
+
+    async def sized(self: KafkaIngest, batch: dict[Any, list[Any]]) -> None:
+        sizes.append(sum(len(records) for records in batch.values()))
+        await process_batch(self, batch)
+
+    monkeypatch.setattr(KafkaIngest, "_process_batch", sized)
+    ingest = KafkaIngest(
+        config, Dispatcher(emitter, NoAccess(), MemoryOfferStore(), RedisDedupStore(redis_client))
+    )
+    ingest.start()
+    try:
+        await asyncio.wait_for(emitter.entered.wait(), 30)  # the first batch is in hand, held
+        later = [f"later{i}" for i in range(6)]
+        await produce_interleaved(kafka_broker, topic, later, 10)
+        reader = ingest._reader
+        assert reader is not None
+
+        async def parked() -> bool:
+            return not reader._wanted.is_set()
+
+        await eventually(parked, within=30.0, what="the reader to park with a full batch waiting")
+        assert ingest._ahead_count == 10
+        emitter.gate.set()
+        await until_delivered_and_committed(emitter, kafka_broker, config.consumer_group, 1 + 60)
+    finally:
+        emitter.gate.set()
+        await ingest.stop()
+    assert max(sizes) <= 10, sizes
+    for order_id in later:
+        assert emitter.seqs[order_id] == list(range(10)), order_id
+
+
 async def test_records_produced_during_a_batch_are_read_ahead_and_make_the_next_one(
     kafka_broker: KafkaBroker, redis_client: aioredis.Redis
 ) -> None:
@@ -221,7 +266,7 @@ async def test_records_produced_during_a_batch_are_read_ahead_and_make_the_next_
         await produce_interleaved(kafka_broker, topic, late, 3)
 
         async def read_ahead() -> bool:
-            # Taken from aiokafka while the first batch is still being delivered.
+            # Handed over by the reader while the first batch is still being delivered.
             return ingest._ahead_count == len(late) * 3
 
         await eventually(read_ahead, within=30.0, what="the records produced meanwhile to be read ahead")
@@ -640,3 +685,51 @@ async def test_history_publishes_each_rooms_events_in_offset_order(redis_client:
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
     assert all(got[r] == [1, 2, 3, 4] for r in rooms), dict(got)
+
+
+async def test_lag_and_readiness_come_from_the_consumer_itself(
+    kafka_fresh: KafkaBroker, redis_client: aioredis.Redis
+) -> None:
+    """The lag (records past the last commit) and the readiness (in the group, a broker
+    connection up) are what librdkafka reports, with no request of their own."""
+    config = config_for(kafka_fresh, partitions=1)
+    await ensure_topics(config)
+    topic = config.topic("orderEvents")
+    emitter = GatedEmitter()
+    emitter.gate.set()
+    ingest = KafkaIngest(
+        config,
+        Dispatcher(emitter, NoAccess(), MemoryOfferStore(), RedisDedupStore(redis_client)),
+        health_interval_s=0.2,
+    )
+    ingest.start()
+
+    async def lag_is(expected: int) -> bool:
+        return sum((await ingest.lag()).values()) == expected
+
+    async def ready() -> bool:
+        return ingest.ready
+
+    async def not_ready() -> bool:
+        return not ingest.ready
+
+    try:
+        await eventually(ready, within=30.0, what="the consumer to join its group")
+        await produce_interleaved(kafka_fresh, topic, ["a"], 1)
+        await until_delivered_and_committed(emitter, kafka_fresh, config.consumer_group, 1)
+        emitter.gate.clear()
+        await produce_interleaved(kafka_fresh, topic, ["b"], 20)
+        await eventually(lambda: lag_is(20), within=30.0, what="the lag to count the held records")
+        emitter.gate.set()
+        await eventually(lambda: lag_is(0), within=30.0, what="the lag to drop once they are committed")
+
+        await asyncio.to_thread(kafka_fresh.stop)
+        await eventually(not_ready, within=30.0, what="readiness to drop with the broker")
+        await asyncio.to_thread(kafka_fresh.start)
+        await eventually(ready, within=60.0, what="readiness to come back with the broker")
+        await produce_interleaved(kafka_fresh, topic, ["c"], 1)
+        await until_delivered_and_committed(emitter, kafka_fresh, config.consumer_group, 22)
+    finally:
+        emitter.gate.set()
+        await ingest.stop()
+    assert emitter.seqs["b"] == list(range(20))

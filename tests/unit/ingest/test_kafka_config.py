@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,43 @@ def test_headers_carry_correlation_and_a_w3c_traceparent() -> None:
     assert headers["correlation-id"] == b"corr-1"
     version, trace_id, span_id, flags = headers["traceparent"].decode().split("-")
     assert (version, len(trace_id), len(span_id), flags) == ("00", 32, 16, "01")
+
+
+def test_librdkafka_settings_carry_the_same_connection(tmp_path: Path) -> None:
+    ca = write_pem(tmp_path / "ca.pem", CertificateAuthority("test-ca").cert_pem)
+    cfg = config(
+        {
+            Env.KAFKA_BOOTSTRAP_SERVERS: "k:9093",
+            Env.KAFKA_SECURITY_PROTOCOL: "SASL_SSL",
+            Env.KAFKA_SASL_MECHANISM: "SCRAM-SHA-512",
+            Env.KAFKA_SASL_USERNAME: "u",
+            Env.KAFKA_SASL_PASSWORD: "secret",
+            Env.KAFKA_SSL_CAFILE: str(ca),
+            Env.KAFKA_SSL_CERTFILE: str(ca),
+            Env.KAFKA_CONSUMER_GROUP: "grp",
+            Env.KAFKA_AUTO_OFFSET_RESET: "earliest",
+        }
+    )
+    assert cfg is not None
+    logger = logging.getLogger("test")
+    conf = cfg.librdkafka_conf(logger=logger)
+    assert conf == {
+        "bootstrap.servers": "k:9093",
+        "security.protocol": "SASL_SSL",
+        "client.id": cfg.client_id,
+        "group.id": "grp",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "socket.nagle.disable": True,
+        "logger": logger,
+        "ssl.ca.location": str(ca),
+        "ssl.certificate.location": str(ca),
+        # No key file: the key is read from the certificate file, as load_cert_chain does.
+        "ssl.key.location": str(ca),
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "u",
+        "sasl.password": "secret",
+    }
+    plain = config({Env.KAFKA_BOOTSTRAP_SERVERS: "k:9092"})
+    assert plain is not None
+    assert not any(key.startswith(("ssl.", "sasl.")) for key in plain.librdkafka_conf(logger=logger))

@@ -13,10 +13,9 @@ Offsets are committed once per batch, after every record of it was handed to the
 commit runs in the background while the next batch is processed.
 Redeliveries are dropped by the eventId dedup.
 
-Records are read ahead while a batch is delivered (``_read_ahead``): aiokafka fetches a partition
-again only once its fetched records were taken, so without it a record produced during a batch
-would wait for that batch, then for a fetch, then for the batch ahead of it. The records read
-ahead (at most ``MAX_BATCH_RECORDS``) make the next batch.
+Records are fetched while a batch is delivered: librdkafka fetches ahead and the reader's thread
+hands them to the loop as they arrive (``reader.py``); they make the next batch. The reader pauses
+while ``MAX_BATCH_RECORDS`` wait, so a slow batch holds records at the broker, not in memory.
 
 A malformed record is logged with topic/partition/offset, counted and skipped, so it never blocks
 its partition. A failing effect (Redis down) is retried with backoff, holding the batch (and so
@@ -33,16 +32,16 @@ import logging
 from collections import Counter
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 from realtime_gateway.ingest.dispatch import Dispatcher
 from realtime_gateway.ingest.envelope import EnvelopeError, Event, parse_event
 from realtime_gateway.ingest.kafka_config import KafkaConfig
 from realtime_gateway.ingest.ports import Emitted
 from realtime_gateway.ingest.producer import CORRELATION_HEADER
+from realtime_gateway.ingest.reader import TP, CommitSkipped, Record, RecordReader
 from realtime_gateway.ingest.telemetry import IngestTelemetry
 from realtime_gateway.ingest.topics import ensure_topics
 from realtime_gateway.tasks import stop_tasks
@@ -56,10 +55,6 @@ _MAX_EFFECT_ATTEMPTS: Final = 5
 # Records per batch: enough to amortise the round trips under load; a batch's first record waits
 # for the whole batch, so not more.
 MAX_BATCH_RECORDS: Final = 500
-# How long the broker may hold a fetch that finds no new data (it answers at once when there is
-# some). aiokafka sends a broker's next fetch only after the held one returned, so a seek, a retry
-# or a new assignment waits up to this long (the default is 500 ms); idle, ~20 requests a second.
-FETCH_MAX_WAIT_MS: Final = 50
 # At most one offset commit per this interval: a commit per small batch cost the gateway and the
 # broker more than the batch itself; a later commit only means a little more to re-read (and drop
 # as duplicates) after a crash.
@@ -81,7 +76,7 @@ def _transient(exc: BaseException) -> bool:
 class _Item:
     """One well-formed record of a batch, until it is delivered (or given up)."""
 
-    record: ConsumerRecord[Any, Any]
+    record: Record
     event: Event
     correlation_id: str | None
     group: Hashable
@@ -110,12 +105,13 @@ class KafkaIngest:
         self._dispatcher = dispatcher
         self._topics = [config.topic(k) for k in topic_keys]
         self._health_interval_s = health_interval_s
-        self._consumer: AIOKafkaConsumer | None = None
+        self._reader: RecordReader | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._connected = False
+        # Readiness as last logged by ``_health``.
+        self._was_ready = False
         self._stopping = False
         # Offsets delivered but not yet committed, and the task committing them.
-        self._to_commit: dict[TopicPartition, int] = {}
+        self._to_commit: dict[TP, int] = {}
         self._committer: asyncio.Task[None] | None = None
         self._last_commit = 0.0
         # Outcomes of the batch in hand, per (topic, result), recorded when it is done.
@@ -123,18 +119,18 @@ class KafkaIngest:
         # Clear while a batch is being delivered.
         self._idle = asyncio.Event()
         self._idle.set()
-        # Records read ahead of the batch in hand, per partition in offset order; ``_ahead_set``
-        # when there are some, ``_ahead_room`` when fewer than MAX_BATCH_RECORDS wait.
-        self._ahead: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = {}
+        # Records fetched ahead of the batch in hand, per partition in offset order; ``_ahead_set``
+        # when there are some.
+        self._ahead: dict[TP, list[Record]] = {}
         self._ahead_count = 0
         self._ahead_set = asyncio.Event()
-        self._ahead_room = asyncio.Event()
-        self._ahead_room.set()
         self.errors = 0
 
     @property
     def ready(self) -> bool:
-        return self._connected
+        """In the group, with a connection up to a broker (librdkafka's own view, kept live)."""
+        reader = self._reader
+        return reader is not None and reader.consuming
 
     def start(self) -> None:
         self._tasks = [
@@ -151,74 +147,49 @@ class KafkaIngest:
                 await asyncio.wait_for(self._idle.wait(), STOP_GRACE_S)
         await stop_tasks(*self._tasks)
         self._tasks = []
-        if self._consumer is not None:
+        if self._reader is not None:
             # What was delivered is committed before leaving, so a restart re-reads less.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._flush_commits(), 5.0)
             with contextlib.suppress(Exception):
-                await self._consumer.stop()
-            self._consumer = None
-        self._connected = False
+                await self._reader.close()
+            self._reader = None
+        self._was_ready = False
 
     async def lag(self) -> dict[tuple[str, int], int]:
         """Records behind the partition's high watermark, per assigned partition (for the metrics)."""
-        consumer = self._consumer
-        if consumer is None:
+        reader = self._reader
+        if reader is None:
             return {}
-        lags: dict[tuple[str, int], int] = {}
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
-            if high is None:
-                continue
-            with contextlib.suppress(Exception):
-                position = await asyncio.wait_for(consumer.position(tp), 1.0)
-                lags[(tp.topic, tp.partition)] = max(0, high - position)
-        return lags
+        return reader.lag()
 
     # --- connection -------------------------------------------------------------------------
 
-    async def _connect(self) -> AIOKafkaConsumer:
+    async def _connect(self) -> RecordReader:
         delay = 0.2
         while True:
-            consumer = AIOKafkaConsumer(
-                *self._topics,
-                **self._config.client_kwargs(),
-                group_id=self._config.consumer_group,
-                enable_auto_commit=False,
-                auto_offset_reset=self._config.auto_offset_reset,
-                max_poll_records=MAX_BATCH_RECORDS,
-                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-            )
+            reader = RecordReader(self._config, self._topics, max_records=MAX_BATCH_RECORDS)
             try:
                 if self._config.auto_create_topics:
                     await ensure_topics(self._config)
-                await consumer.start()
+                await reader.connect()
             except Exception as exc:
                 self.errors += 1
                 self.telemetry.error("connect")
                 log.warning("kafka consumer cannot connect (%s); retrying in %.1fs", exc, delay)
-                with contextlib.suppress(Exception):
-                    await consumer.stop()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF_S)
                 continue
-            log.info("kafka consumer joined group %s for %s", self._config.consumer_group, self._topics)
-            return consumer
+            log.info("kafka consumer joining group %s for %s", self._config.consumer_group, self._topics)
+            return reader
 
     async def _health(self) -> None:
-        """Readiness follows whether the broker answers a metadata request."""
+        """Logs readiness changes and records the lag."""
         while True:
-            consumer = self._consumer
-            ok = False
-            if consumer is not None:
-                try:
-                    await asyncio.wait_for(consumer.topics(), timeout=max(1.0, self._health_interval_s))
-                    ok = True
-                except Exception as exc:
-                    log.debug("kafka health probe failed: %s", exc)
-            if ok != self._connected:
+            ok = self.ready
+            if ok != self._was_ready:
                 log.info("kafka %s", "reachable" if ok else "unreachable")
-            self._connected = ok
+            self._was_ready = ok
             if ok and self.telemetry.metrics is not None:
                 self.telemetry.lag(await self.lag())
             await asyncio.sleep(self._health_interval_s)
@@ -226,77 +197,73 @@ class KafkaIngest:
     # --- consumption ------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        consumer = self._consumer = await self._connect()
-        self._connected = True
-        reader = asyncio.create_task(self._read_ahead(consumer), name="kafka-read-ahead")
-        try:
-            await self._deliver_batches(consumer)
-        finally:
-            await stop_tasks(reader)
+        reader = self._reader = await self._connect()
+        reader.start(self._on_records, self._on_fetch_error)
+        await self._deliver_batches(reader)
 
     def _backoff(self, exc: Exception, what: str, delay: float) -> float:
         """Count and log a failed loop pass; the delay before the next one."""
-        # aiokafka reconnects by itself; back off so a dead broker does not spin the loop.
+        # librdkafka reconnects by itself; back off so a dead broker does not spin the loop.
         # Anything else is logged and retried too: a dead loop would stop consumption silently.
         self.errors += 1
         self.telemetry.error("consume")
-        if isinstance(exc, KafkaError):
+        if isinstance(exc, KafkaException):
             log.warning("kafka %s failed (%s); retrying in %.1fs", what, exc, delay)
         else:
             log.exception("kafka %s loop failed; retrying in %.1fs", what, delay)
         return min(delay * 2, _MAX_BACKOFF_S)
 
-    async def _read_ahead(self, consumer: AIOKafkaConsumer) -> None:
-        delay = 0.2
-        while True:
-            await self._ahead_room.wait()
-            try:
-                fetched = await consumer.getmany(
-                    timeout_ms=500, max_records=max(1, MAX_BATCH_RECORDS - self._ahead_count)
-                )
-                delay = 0.2
-            except Exception as exc:
-                wait, delay = delay, self._backoff(exc, "fetch", delay)
-                await asyncio.sleep(wait)
-                continue
-            # No await between aiokafka handing the records out and keeping them: a seek (which
-            # also clears ``_ahead`` for its partition) is either before, and aiokafka dropped
-            # them, or after.
-            for tp, records in fetched.items():
-                self._ahead.setdefault(tp, []).extend(records)
-                self._ahead_count += len(records)
-            if self._ahead_count:
-                self._ahead_set.set()
-            if self._ahead_count >= MAX_BATCH_RECORDS:
-                self._ahead_room.clear()
+    def _on_records(self, records: list[Record]) -> None:
+        ahead = self._ahead
+        for record in records:
+            tp = record.tp
+            run = ahead.get(tp)
+            if run is None:
+                ahead[tp] = [record]
+            else:
+                run.append(record)
+        self._ahead_count += len(records)
+        self._ahead_set.set()
 
-    async def _next_batch(
-        self, consumer: AIOKafkaConsumer
-    ) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
+    def _on_fetch_error(self, error: KafkaError) -> None:
+        # librdkafka recovers by itself (reconnects, metadata refresh); counted and logged so a
+        # missing topic or a lost broker shows.
+        self.errors += 1
+        self.telemetry.error("fetch")
+        log.warning("kafka fetch: %s", error.str())
+
+    async def _next_batch(self, reader: RecordReader) -> dict[TP, list[Record]]:
         await self._ahead_set.wait()
-        batch, self._ahead, self._ahead_count = self._ahead, {}, 0
+        batch, self._ahead = self._ahead, {}
+        reader.release(self._ahead_count)
+        self._ahead_count = 0
         self._ahead_set.clear()
-        self._ahead_room.set()
         # Records of a partition this instance lost meanwhile are left to its new owner.
-        assigned = consumer.assignment()
+        assigned = reader.assignment()
         return {tp: records for tp, records in batch.items() if tp in assigned}
 
-    async def _deliver_batches(self, consumer: AIOKafkaConsumer) -> None:
+    def _put_back(self, batch: dict[TP, list[Record]]) -> None:
+        """Return ``batch`` to the front of the records waiting, to be read again in order."""
+        for tp, records in batch.items():
+            self._ahead[tp] = records + self._ahead.get(tp, [])
+            self._ahead_count += len(records)
+            if self._reader is not None:
+                self._reader.hold(len(records))
+        self._ahead_set.set()
+
+    async def _deliver_batches(self, reader: RecordReader) -> None:
         delay = 0.2
         while True:
             try:
-                batch = await self._next_batch(consumer)
+                batch = await self._next_batch(reader)
                 if batch:
                     self._idle.clear()
                     try:
                         await self._process_batch(batch)
                     except Exception:
-                        # Not expected (effects are retried inside); read the batch again rather
+                        # Not expected (effects are retried inside); handle the batch again rather
                         # than let the next batch's commit pass records never delivered.
-                        for tp, records in batch.items():
-                            self._forget_ahead(tp)
-                            with contextlib.suppress(Exception):
-                                consumer.seek(tp, records[0].offset)
+                        self._put_back(batch)
                         raise
                     finally:
                         self._idle.set()
@@ -309,14 +276,6 @@ class KafkaIngest:
             except Exception as exc:
                 wait, delay = delay, self._backoff(exc, "consume", delay)
                 await asyncio.sleep(wait)
-
-    def _forget_ahead(self, tp: TopicPartition) -> None:
-        dropped = self._ahead.pop(tp, [])
-        self._ahead_count -= len(dropped)
-        if not self._ahead:
-            self._ahead_set.clear()
-        if self._ahead_count < MAX_BATCH_RECORDS:
-            self._ahead_room.set()
 
     # --- commits ----------------------------------------------------------------------------
 
@@ -344,13 +303,13 @@ class KafkaIngest:
                 await committer
         await self._commit_pending()
 
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        consumer = self._consumer
-        if consumer is None:
+    async def _commit(self, offsets: dict[TP, int]) -> None:
+        reader = self._reader
+        if reader is None:
             return
         try:
-            await consumer.commit(offsets)
-        except CommitFailedError as exc:
+            await reader.commit(offsets)
+        except CommitSkipped as exc:
             self.telemetry.error("commit")
             # The partition moved to another instance; it re-reads from the last commit and the
             # dedup drops what this instance already delivered.
@@ -364,7 +323,7 @@ class KafkaIngest:
 
     # --- one batch --------------------------------------------------------------------------
 
-    def _parse(self, record: ConsumerRecord[Any, Any]) -> _Item | None:
+    def _parse(self, record: Record) -> _Item | None:
         try:
             event = parse_event(record.value)
         except EnvelopeError as exc:
@@ -389,7 +348,7 @@ class KafkaIngest:
         group = (record.topic, record.key if record.key is not None else record.partition)
         return _Item(record, event, correlation_id, group)
 
-    async def _process_batch(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+    async def _process_batch(self, batch: dict[TP, list[Record]]) -> None:
         """Deliver every well-formed record of ``batch``; returns when none is left to retry."""
         items = [item for records in batch.values() for r in records if (item := self._parse(r))]
         try:

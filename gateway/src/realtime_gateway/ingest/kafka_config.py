@@ -1,4 +1,4 @@
-"""Kafka connection settings (bootstrap, TLS, SASL, topics, group) and the aiokafka keyword arguments.
+"""Kafka connection settings (bootstrap, TLS, SASL, topics, group) as aiokafka and librdkafka take them.
 
 Built from the validated :class:`~realtime_gateway.settings.Settings` (which reads the
 ``RTG_KAFKA_*`` variables); this module reads no environment itself.
@@ -6,6 +6,7 @@ Built from the validated :class:`~realtime_gateway.settings.Settings` (which rea
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -62,6 +63,32 @@ class KafkaConfig:
             kwargs["sasl_plain_username"] = self.sasl_username
             kwargs["sasl_plain_password"] = self.sasl_password
         return kwargs
+
+    def librdkafka_conf(self, *, logger: logging.Logger) -> dict[str, Any]:
+        """The same connection as librdkafka settings, for the group consumer (``reader.py``)."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+            "client.id": self.client_id,
+            "group.id": self.consumer_group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": self.auto_offset_reset,
+            # A fetch request is a few dozen bytes: Nagle would hold the next one for an ACK.
+            "socket.nagle.disable": True,
+            "logger": logger,
+        }
+        if "SSL" in self.security_protocol:
+            # Without a CA file, the system's trust store (as ``ssl.create_default_context``).
+            conf["ssl.ca.location"] = self.ssl_cafile or "probe"
+            if self.ssl_certfile:
+                conf["ssl.certificate.location"] = self.ssl_certfile
+                # As ``load_cert_chain``: without a key file the key is in the certificate file.
+                conf["ssl.key.location"] = self.ssl_keyfile or self.ssl_certfile
+        if self.security_protocol.startswith("SASL"):
+            conf["sasl.mechanism"] = self.sasl_mechanism or "PLAIN"
+            conf["sasl.username"] = self.sasl_username
+            conf["sasl.password"] = self.sasl_password
+        return conf
 
 
 def kafka_config_from_settings(settings: Settings) -> KafkaConfig | None:

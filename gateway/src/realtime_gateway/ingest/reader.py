@@ -1,0 +1,292 @@
+"""The consumer's records, fetched by librdkafka and handed to the event loop by a thread of its own.
+
+Why librdkafka and not aiokafka (which the producer and the topic admin still use): aiokafka's
+fetcher is pure Python on the event loop and keeps one fetch in flight per broker, sent only after
+the previous response was decoded and its records taken. Under load that cycle waited for the
+gateway's own work (about eight loop passes between a response and the next request, p99
+13-16 ms on two busy cores) and cost about a quarter of the gateway's CPU per Kafka event.
+librdkafka fetches ahead in C threads; this module's thread blocks in ``poll`` without the GIL
+and wakes the loop once per run of records, which arrive as they are fetched.
+
+Backpressure: the loop ``pause``s the thread while enough records wait unhandled, and librdkafka
+stops fetching once its own queue is full, so a slow batch holds records at the broker rather than
+in memory. The consumer is thread-safe; the loop commits, reads the assignment and probes the
+broker while the thread polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from realtime_gateway.ingest.kafka_config import KafkaConfig
+
+log = logging.getLogger(__name__)
+
+# A partition as the consumer keys its records: (topic, partition).
+TP = tuple[str, int]
+
+# How long one ``poll`` blocks: bounds how long a commit request or ``close`` waits for the thread.
+_POLL_S: Final = 0.05
+# librdkafka's statistics (broker states, lag) reach the loop this often.
+_STATS_INTERVAL_MS: Final = 1000
+# Commit errors that mean the partitions moved to another member: its re-read is absorbed by the
+# eventId dedup, so these are expected, not failures.
+_REBALANCED: Final = frozenset(
+    {
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError._ASSIGNMENT_LOST,
+        KafkaError._NO_OFFSET,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One fetched record: what the ingest needs of librdkafka's ``Message``."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None
+
+    @property
+    def tp(self) -> TP:
+        return (self.topic, self.partition)
+
+
+class CommitSkipped(Exception):
+    """A commit refused because the group rebalanced; the partitions' new owner re-reads them."""
+
+
+class RecordReader:
+    """A group consumer of ``topics`` whose records reach ``on_records`` on the event loop.
+
+    The thread is the consumer's only user once started (confluent-kafka serialises a consumer's
+    calls, and a thread in ``poll`` would starve any other): the loop hands it commits as
+    requests, and reads the assignment, the broker's reachability and the lag from what the
+    thread keeps up to date (rebalance callbacks, librdkafka's statistics).
+    """
+
+    def __init__(self, config: KafkaConfig, topics: Iterable[str], *, max_records: int) -> None:
+        self._config = config
+        self._topics = list(topics)
+        self._max_records = max_records
+        self._consumer: Consumer | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
+        # Records handed to the loop and not yet taken by it (``hold``/``release``); the thread
+        # fetches while fewer than ``max_records`` are held, ``_wanted`` is set meanwhile.
+        self._held = 0
+        self._held_lock = threading.Lock()
+        self._wanted = threading.Event()
+        self._wanted.set()
+        self._requests: queue.SimpleQueue[Callable[[Consumer], None]] = queue.SimpleQueue()
+        # Kept by the thread, read by the loop (each a single reference swap).
+        self.assigned: frozenset[TP] = frozenset()
+        self.joined = False
+        self.reachable = False
+        self._lag: dict[TP, int] = {}
+        self._commit_waiter: Callable[[KafkaError | None], None] | None = None
+
+    async def connect(self, timeout_s: float = 5.0) -> None:
+        """Create the consumer and wait until the broker answers a metadata request; raises
+        ``KafkaException`` when it does not within ``timeout_s`` (the consumer is closed then)."""
+        conf = self._config.librdkafka_conf(logger=log) | {
+            "on_commit": self._on_commit,
+            "stats_cb": self._on_stats,
+            "statistics.interval.ms": _STATS_INTERVAL_MS,
+        }
+        consumer = Consumer(conf)
+        try:
+            await asyncio.to_thread(consumer.list_topics, None, timeout_s)
+        except BaseException:
+            await asyncio.to_thread(consumer.close)
+            raise
+        self._consumer = consumer
+        self.reachable = True
+
+    def start(
+        self, on_records: Callable[[list[Record]], None], on_error: Callable[[KafkaError], None]
+    ) -> None:
+        """Join the group and start the thread; ``on_records`` and ``on_error`` run on the loop."""
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("the reader is not connected")
+        consumer.subscribe(
+            self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
+        loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._poll, args=(consumer, loop, on_records, on_error), name="kafka-reader", daemon=True
+        )
+        self._thread.start()
+
+    def hold(self, count: int) -> None:
+        """``count`` more records wait on the loop."""
+        with self._held_lock:
+            self._held += count
+            if self._held >= self._max_records:
+                self._wanted.clear()
+
+    def release(self, count: int) -> None:
+        """The loop took ``count`` of the records it held: the thread may hand over that many more."""
+        with self._held_lock:
+            self._held -= count
+            if self._held < self._max_records:
+                self._wanted.set()
+
+    def _poll(
+        self,
+        consumer: Consumer,
+        loop: asyncio.AbstractEventLoop,
+        on_records: Callable[[list[Record]], None],
+        on_error: Callable[[KafkaError], None],
+    ) -> None:
+        closing, wanted, requests = self._closing, self._wanted, self._requests
+        try:
+            while not closing.is_set():
+                while not requests.empty():
+                    requests.get_nowait()(consumer)
+                if not wanted.wait(_POLL_S):
+                    continue
+                first = consumer.poll(_POLL_S)
+                if first is None:
+                    continue
+                # The first record ends the wait; the rest of the run is taken without waiting, up
+                # to what the loop has room for.
+                room = self._max_records - self._held
+                messages = [first, *consumer.consume(room - 1, 0)] if room > 1 else [first]
+                records, errors = _split(messages)
+                if records:
+                    self.hold(len(records))
+                    loop.call_soon_threadsafe(on_records, records)
+                for error in errors:
+                    loop.call_soon_threadsafe(on_error, error)
+        except RuntimeError:
+            # The loop closed under a stopping gateway; nothing is left to hand records to.
+            if not loop.is_closed():
+                raise
+
+    # --- kept by the thread -------------------------------------------------------------------
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned = self.assigned | {(tp.topic, tp.partition) for tp in partitions}
+        self.joined = True
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned = self.assigned - {(tp.topic, tp.partition) for tp in partitions}
+
+    def _on_stats(self, stats_json: str) -> None:
+        stats = orjson.loads(stats_json)
+        self.reachable = any(
+            broker.get("nodeid", -1) >= 0 and broker.get("state") == "UP"
+            for broker in stats.get("brokers", {}).values()
+        )
+        lag: dict[TP, int] = {}
+        for topic, tstats in stats.get("topics", {}).items():
+            for pstats in tstats.get("partitions", {}).values():
+                tp = (topic, pstats.get("partition", -1))
+                if tp in self.assigned and pstats.get("consumer_lag", -1) >= 0:
+                    lag[tp] = pstats["consumer_lag"]
+        self._lag = lag
+
+    def _on_commit(self, error: KafkaError | None, _partitions: list[TopicPartition]) -> None:
+        waiter, self._commit_waiter = self._commit_waiter, None
+        if waiter is not None:
+            waiter(error)
+
+    # --- used by the loop ---------------------------------------------------------------------
+
+    @property
+    def consuming(self) -> bool:
+        """In the group and connected: what is produced from now on reaches ``on_records``."""
+        return self.joined and self.reachable
+
+    def assignment(self) -> frozenset[TP]:
+        return self.assigned
+
+    def lag(self) -> dict[TP, int]:
+        """Records behind the high watermark per assigned partition, as of the last statistics."""
+        return self._lag
+
+    async def commit(self, offsets: dict[TP, int]) -> None:
+        """Commit ``offsets`` (the next offset to read, per partition); one commit at a time.
+        Raises ``CommitSkipped`` after a rebalance and ``KafkaException`` for other failures."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[KafkaError | None] = loop.create_future()
+
+        def settle(error: KafkaError | None) -> None:
+            loop.call_soon_threadsafe(_resolve, done, error)
+
+        partitions = [TopicPartition(topic, part, offset) for (topic, part), offset in offsets.items()]
+
+        def send(consumer: Consumer) -> None:
+            self._commit_waiter = settle
+            try:
+                consumer.commit(offsets=partitions, asynchronous=True)
+            except KafkaException as exc:
+                self._commit_waiter = None
+                settle(exc.args[0] if exc.args else KafkaError(KafkaError._FAIL))
+
+        self._requests.put(send)
+        error = await done
+        if error is None:
+            return
+        if error.code() in _REBALANCED:
+            raise CommitSkipped(error.str())
+        raise KafkaException(error)
+
+    async def close(self) -> None:
+        """Stop the thread and leave the group (its partitions go to the other members at once)."""
+        self._closing.set()
+        self._wanted.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.to_thread(thread.join)
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await asyncio.to_thread(consumer.close)
+        self.reachable = False
+
+
+def _resolve(future: asyncio.Future[KafkaError | None], error: KafkaError | None) -> None:
+    if not future.done():
+        future.set_result(error)
+
+
+def _split(messages: list[Message]) -> tuple[list[Record], list[KafkaError]]:
+    records: list[Record] = []
+    errors: list[KafkaError] = []
+    for m in messages:
+        error = m.error()
+        if error is not None:
+            errors.append(error)
+            continue
+        records.append(
+            Record(
+                m.topic() or "",
+                m.partition() or 0,
+                m.offset() or 0,
+                _as_bytes(m.key()),
+                _as_bytes(m.value()),
+                m.headers(),  # type: ignore[arg-type]
+            )
+        )
+    return records, errors
+
+
+def _as_bytes(data: Any) -> bytes | None:
+    return data if data is None or isinstance(data, bytes) else bytes(data)
