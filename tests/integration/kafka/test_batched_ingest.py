@@ -24,6 +24,7 @@ from realtime_gateway.ingest.consumer import KafkaIngest
 from realtime_gateway.ingest.dispatch import Dispatcher, Outcome
 from realtime_gateway.ingest.envelope import build_envelope, parse_event
 from realtime_gateway.ingest.kafka_config import KafkaConfig
+from realtime_gateway.ingest.reader import RecordReader
 from realtime_gateway.ingest.stores import MemoryOfferStore, RedisDedupStore
 from realtime_gateway.ingest.topics import ensure_topics
 from realtime_gateway.recovery.emitter import ReliableEmitter
@@ -206,8 +207,10 @@ class GatedEmitter(SlowEmitter):
 async def test_records_wait_at_the_broker_while_a_full_batch_waits_on_the_loop(
     kafka_broker: KafkaBroker, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The reader's thread hands over no more than MAX_BATCH_RECORDS unhandled records, then parks
-    until the loop takes them: a stuck batch holds what follows at the broker, not in memory."""
+    """Records produced while a batch is held are handed to the loop meanwhile and make the next
+    batches, in order; the reader's thread hands over no more than MAX_BATCH_RECORDS unhandled
+    records, then parks until the loop takes them: a stuck batch holds what follows at the
+    broker, not in memory."""
     monkeypatch.setattr(consumer_module, "MAX_BATCH_RECORDS", 10)
     config = config_for(kafka_broker, partitions=2)
     await ensure_topics(config)
@@ -246,40 +249,6 @@ async def test_records_wait_at_the_broker_while_a_full_batch_waits_on_the_loop(
     assert max(sizes) <= 10, sizes
     for order_id in later:
         assert emitter.seqs[order_id] == list(range(10)), order_id
-
-
-async def test_records_produced_during_a_batch_are_read_ahead_and_make_the_next_one(
-    kafka_broker: KafkaBroker, redis_client: aioredis.Redis
-) -> None:
-    config = config_for(kafka_broker, partitions=2)
-    await ensure_topics(config)
-    topic = config.topic("orderEvents")
-    await produce_interleaved(kafka_broker, topic, ["early"], 1)
-    emitter = GatedEmitter()
-    ingest = KafkaIngest(
-        config, Dispatcher(emitter, NoAccess(), MemoryOfferStore(), RedisDedupStore(redis_client))
-    )
-    ingest.start()
-    try:
-        await asyncio.wait_for(emitter.entered.wait(), 30)  # the first batch is in hand, held
-        late = [f"late{i}" for i in range(4)]
-        await produce_interleaved(kafka_broker, topic, late, 3)
-
-        async def read_ahead() -> bool:
-            # Handed over by the reader while the first batch is still being delivered.
-            return ingest._ahead_count == len(late) * 3
-
-        await eventually(read_ahead, within=30.0, what="the records produced meanwhile to be read ahead")
-        assert emitter.delivered() == 0
-        emitter.gate.set()
-        total = 1 + len(late) * 3
-        await until_delivered_and_committed(emitter, kafka_broker, config.consumer_group, total)
-    finally:
-        emitter.gate.set()
-        await ingest.stop()
-    assert emitter.seqs["early"] == [0]
-    for order_id in late:
-        assert emitter.seqs[order_id] == [0, 1, 2], order_id
 
 
 async def test_a_failing_event_holds_its_order_and_its_partition_commit(
@@ -733,3 +702,34 @@ async def test_lag_and_readiness_come_from_the_consumer_itself(
         emitter.gate.set()
         await ingest.stop()
     assert emitter.seqs["b"] == list(range(20))
+
+
+async def test_the_reader_thread_outlives_a_failed_poll(
+    kafka_broker: KafkaBroker, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll that raises is logged and polled again: a dead thread would stop consumption
+    while the gateway still looked ready."""
+    poll_once = RecordReader._poll_once
+    failures = {"left": 2}
+
+    def flaky(self: RecordReader, *args: Any) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise RuntimeError("a poll that failed")
+        poll_once(self, *args)
+
+    monkeypatch.setattr(RecordReader, "_poll_once", flaky)
+    config = config_for(kafka_broker, partitions=1)
+    await ensure_topics(config)
+    await produce_interleaved(kafka_broker, config.topic("orderEvents"), ["after"], 3)
+    emitter = SlowEmitter()
+    ingest = KafkaIngest(
+        config, Dispatcher(emitter, NoAccess(), MemoryOfferStore(), RedisDedupStore(redis_client))
+    )
+    ingest.start()
+    try:
+        await until_delivered_and_committed(emitter, kafka_broker, config.consumer_group, 3)
+    finally:
+        await ingest.stop()
+    assert failures["left"] == 0
+    assert emitter.seqs["after"] == [0, 1, 2]

@@ -149,6 +149,7 @@ class KafkaIngest:
         self._tasks = []
         if self._reader is not None:
             # What was delivered is committed before leaving, so a restart re-reads less.
+            self._reader.unthrottle()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._flush_commits(), 5.0)
             with contextlib.suppress(Exception):
@@ -157,7 +158,7 @@ class KafkaIngest:
         self._was_ready = False
 
     async def lag(self) -> dict[tuple[str, int], int]:
-        """Records behind the partition's high watermark, per assigned partition (for the metrics)."""
+        """Records from the last commit to the high watermark, per assigned partition (the metric)."""
         reader = self._reader
         if reader is None:
             return {}

@@ -8,15 +8,15 @@ gateway's own work (about eight loop passes between a response and the next requ
 librdkafka fetches ahead in C threads; this module's thread blocks in ``poll`` without the GIL
 and wakes the loop once per run of records, which arrive as they are fetched.
 
-Backpressure: the loop ``pause``s the thread while enough records wait unhandled, and librdkafka
-stops fetching once its own queue is full, so a slow batch holds records at the broker rather than
-in memory. The consumer is thread-safe; the loop commits, reads the assignment and probes the
-broker while the thread polls.
+Backpressure: the thread parks while ``max_records`` it handed over wait unhandled on the loop
+(``hold``/``release``), and librdkafka stops fetching once its own queue is full, so a slow batch
+holds records at the broker rather than in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -36,7 +36,7 @@ TP = tuple[str, int]
 
 # How long one ``poll`` blocks: bounds how long a commit request or ``close`` waits for the thread.
 _POLL_S: Final = 0.05
-# librdkafka's statistics (broker states, lag) reach the loop this often.
+# How often librdkafka's statistics (broker states, lag) refresh ``reachable`` and the lag.
 _STATS_INTERVAL_MS: Final = 1000
 # Commit errors that mean the partitions moved to another member: its re-read is absorbed by the
 # eventId dedup, so these are expected, not failures.
@@ -46,7 +46,6 @@ _REBALANCED: Final = frozenset(
         KafkaError.ILLEGAL_GENERATION,
         KafkaError.UNKNOWN_MEMBER_ID,
         KafkaError._ASSIGNMENT_LOST,
-        KafkaError._NO_OFFSET,
     }
 )
 
@@ -90,6 +89,7 @@ class RecordReader:
         # Records handed to the loop and not yet taken by it (``hold``/``release``); the thread
         # fetches while fewer than ``max_records`` are held, ``_wanted`` is set meanwhile.
         self._held = 0
+        self._unthrottled = False
         self._held_lock = threading.Lock()
         self._wanted = threading.Event()
         self._wanted.set()
@@ -98,8 +98,10 @@ class RecordReader:
         self.assigned: frozenset[TP] = frozenset()
         self.joined = False
         self.reachable = False
+        self.failed = False
         self._lag: dict[TP, int] = {}
         self._commit_waiter: Callable[[KafkaError | None], None] | None = None
+        self._commit_done: asyncio.Future[KafkaError | None] | None = None
 
     async def connect(self, timeout_s: float = 5.0) -> None:
         """Create the consumer and wait until the broker answers a metadata request; raises
@@ -128,17 +130,17 @@ class RecordReader:
         consumer.subscribe(
             self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
         )
-        loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(
-            target=self._poll, args=(consumer, loop, on_records, on_error), name="kafka-reader", daemon=True
-        )
+        self._loop = asyncio.get_running_loop()
+        self._on_records = on_records
+        self._on_error = on_error
+        self._thread = threading.Thread(target=self._poll, args=(consumer,), name="kafka-reader", daemon=True)
         self._thread.start()
 
     def hold(self, count: int) -> None:
         """``count`` more records wait on the loop."""
         with self._held_lock:
             self._held += count
-            if self._held >= self._max_records:
+            if self._held >= self._max_records and not self._unthrottled:
                 self._wanted.clear()
 
     def release(self, count: int) -> None:
@@ -148,37 +150,50 @@ class RecordReader:
             if self._held < self._max_records:
                 self._wanted.set()
 
-    def _poll(
-        self,
-        consumer: Consumer,
-        loop: asyncio.AbstractEventLoop,
-        on_records: Callable[[list[Record]], None],
-        on_error: Callable[[KafkaError], None],
-    ) -> None:
-        closing, wanted, requests = self._closing, self._wanted, self._requests
-        try:
-            while not closing.is_set():
-                while not requests.empty():
-                    requests.get_nowait()(consumer)
-                if not wanted.wait(_POLL_S):
-                    continue
-                first = consumer.poll(_POLL_S)
-                if first is None:
-                    continue
-                # The first record ends the wait; the rest of the run is taken without waiting, up
-                # to what the loop has room for.
-                room = self._max_records - self._held
-                messages = [first, *consumer.consume(room - 1, 0)] if room > 1 else [first]
-                records, errors = _split(messages)
-                if records:
-                    self.hold(len(records))
-                    loop.call_soon_threadsafe(on_records, records)
-                for error in errors:
-                    loop.call_soon_threadsafe(on_error, error)
-        except RuntimeError:
-            # The loop closed under a stopping gateway; nothing is left to hand records to.
-            if not loop.is_closed():
-                raise
+    def unthrottle(self) -> None:
+        """Stopping: the thread polls without parking again (what it hands over is no longer
+        handled), so librdkafka still serves the last commit's result."""
+        with self._held_lock:
+            self._unthrottled = True
+            self._wanted.set()
+
+    def _poll(self, consumer: Consumer) -> None:
+        closing = self._closing
+        while not closing.is_set():
+            try:
+                self._poll_once(consumer)
+            except Exception as exc:
+                if self._loop.is_closed():
+                    return  # a stopping gateway: nothing is left to hand records to
+                error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+                if isinstance(error, KafkaError) and error.fatal():
+                    # librdkafka cannot go on with this consumer: readiness drops for good.
+                    log.error("kafka consumer failed for good: %s", error.str())
+                    self.failed = True
+                    return
+                # Kept alive: a dead thread would stop consumption without a word.
+                log.exception("kafka reader: poll failed; polling again")
+                closing.wait(_POLL_S)
+
+    def _poll_once(self, consumer: Consumer) -> None:
+        requests = self._requests
+        while not requests.empty():
+            requests.get_nowait()(consumer)
+        if not self._wanted.wait(_POLL_S):
+            return
+        first = consumer.poll(_POLL_S)
+        if first is None:
+            return
+        # The first record ends the wait; the rest of the run is taken without waiting, up to
+        # what the loop has room for.
+        room = max(1, self._max_records - self._held)
+        messages = [first, *consumer.consume(room - 1, 0)] if room > 1 else [first]
+        records, errors = _split(messages)
+        if records:
+            self.hold(len(records))
+            self._loop.call_soon_threadsafe(self._on_records, records)
+        for error in errors:
+            self._loop.call_soon_threadsafe(self._on_error, error)
 
     # --- kept by the thread -------------------------------------------------------------------
 
@@ -190,7 +205,13 @@ class RecordReader:
         self.assigned = self.assigned - {(tp.topic, tp.partition) for tp in partitions}
 
     def _on_stats(self, stats_json: str) -> None:
-        stats = orjson.loads(stats_json)
+        # An exception here would surface from ``poll`` and could cost the records it returns.
+        try:
+            self._read_stats(orjson.loads(stats_json))
+        except Exception:
+            log.exception("kafka statistics unreadable")
+
+    def _read_stats(self, stats: dict[str, Any]) -> None:
         self.reachable = any(
             broker.get("nodeid", -1) >= 0 and broker.get("state") == "UP"
             for broker in stats.get("brokers", {}).values()
@@ -206,20 +227,22 @@ class RecordReader:
     def _on_commit(self, error: KafkaError | None, _partitions: list[TopicPartition]) -> None:
         waiter, self._commit_waiter = self._commit_waiter, None
         if waiter is not None:
-            waiter(error)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                waiter(error)
 
     # --- used by the loop ---------------------------------------------------------------------
 
     @property
     def consuming(self) -> bool:
         """In the group and connected: what is produced from now on reaches ``on_records``."""
-        return self.joined and self.reachable
+        return self.joined and self.reachable and not self.failed
 
     def assignment(self) -> frozenset[TP]:
         return self.assigned
 
     def lag(self) -> dict[TP, int]:
-        """Records behind the high watermark per assigned partition, as of the last statistics."""
+        """Records from the last commit to the high watermark per assigned partition, as of the
+        last statistics (librdkafka's ``consumer_lag``)."""
         return self._lag
 
     async def commit(self, offsets: dict[TP, int]) -> None:
@@ -227,6 +250,7 @@ class RecordReader:
         Raises ``CommitSkipped`` after a rebalance and ``KafkaException`` for other failures."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[KafkaError | None] = loop.create_future()
+        self._commit_done = done
 
         def settle(error: KafkaError | None) -> None:
             loop.call_soon_threadsafe(_resolve, done, error)
@@ -237,13 +261,15 @@ class RecordReader:
             self._commit_waiter = settle
             try:
                 consumer.commit(offsets=partitions, asynchronous=True)
-            except KafkaException as exc:
+            except Exception as exc:
+                # Settled either way: a commit left waiting would hold every later one.
                 self._commit_waiter = None
-                settle(exc.args[0] if exc.args else KafkaError(KafkaError._FAIL))
+                error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+                settle(error if isinstance(error, KafkaError) else KafkaError(KafkaError._FAIL, str(exc)))
 
         self._requests.put(send)
         error = await done
-        if error is None:
+        if error is None or error.code() == KafkaError._NO_OFFSET:  # done, or nothing to commit
             return
         if error.code() in _REBALANCED:
             raise CommitSkipped(error.str())
@@ -260,6 +286,9 @@ class RecordReader:
         if consumer is not None:
             await asyncio.to_thread(consumer.close)
         self.reachable = False
+        # A commit the thread never got to (or never heard back about) fails instead of waiting.
+        if self._commit_done is not None:
+            _resolve(self._commit_done, KafkaError(KafkaError._DESTROY, "the consumer closed"))
 
 
 def _resolve(future: asyncio.Future[KafkaError | None], error: KafkaError | None) -> None:
