@@ -202,16 +202,16 @@ class KafkaIngest:
         reader.start(self._on_records, self._on_fetch_error)
         await self._deliver_batches(reader)
 
-    def _backoff(self, exc: Exception, what: str, delay: float) -> float:
+    def _backoff(self, exc: Exception, delay: float) -> float:
         """Count and log a failed loop pass; the delay before the next one."""
         # librdkafka reconnects by itself; back off so a dead broker does not spin the loop.
         # Anything else is logged and retried too: a dead loop would stop consumption silently.
         self.errors += 1
         self.telemetry.error("consume")
         if isinstance(exc, KafkaException):
-            log.warning("kafka %s failed (%s); retrying in %.1fs", what, exc, delay)
+            log.warning("kafka consume failed (%s); retrying in %.1fs", exc, delay)
         else:
-            log.exception("kafka %s loop failed; retrying in %.1fs", what, delay)
+            log.exception("kafka consume loop failed; retrying in %.1fs", delay)
         return min(delay * 2, _MAX_BACKOFF_S)
 
     def _on_records(self, records: list[Record]) -> None:
@@ -275,7 +275,7 @@ class KafkaIngest:
                         return
                 delay = 0.2
             except Exception as exc:
-                wait, delay = delay, self._backoff(exc, "consume", delay)
+                wait, delay = delay, self._backoff(exc, delay)
                 await asyncio.sleep(wait)
 
     # --- commits ----------------------------------------------------------------------------

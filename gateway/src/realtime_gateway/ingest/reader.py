@@ -95,10 +95,10 @@ class RecordReader:
         self._wanted.set()
         self._requests: queue.SimpleQueue[Callable[[Consumer], None]] = queue.SimpleQueue()
         # Kept by the thread, read by the loop (each a single reference swap).
-        self.assigned: frozenset[TP] = frozenset()
-        self.joined = False
-        self.reachable = False
-        self.failed = False
+        self._assigned: frozenset[TP] = frozenset()
+        self._joined = False
+        self._reachable = False
+        self._failed = False
         self._lag: dict[TP, int] = {}
         self._commit_waiter: Callable[[KafkaError | None], None] | None = None
         self._commit_done: asyncio.Future[KafkaError | None] | None = None
@@ -118,7 +118,7 @@ class RecordReader:
             await asyncio.to_thread(consumer.close)
             raise
         self._consumer = consumer
-        self.reachable = True
+        self._reachable = True
 
     def start(
         self, on_records: Callable[[list[Record]], None], on_error: Callable[[KafkaError], None]
@@ -169,7 +169,7 @@ class RecordReader:
                 if isinstance(error, KafkaError) and error.fatal():
                     # librdkafka cannot go on with this consumer: readiness drops for good.
                     log.error("kafka consumer failed for good: %s", error.str())
-                    self.failed = True
+                    self._failed = True
                     return
                 # Kept alive: a dead thread would stop consumption without a word.
                 log.exception("kafka reader: poll failed; polling again")
@@ -198,11 +198,11 @@ class RecordReader:
     # --- kept by the thread -------------------------------------------------------------------
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assigned = self.assigned | {(tp.topic, tp.partition) for tp in partitions}
-        self.joined = True
+        self._assigned = self._assigned | {(tp.topic, tp.partition) for tp in partitions}
+        self._joined = True
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assigned = self.assigned - {(tp.topic, tp.partition) for tp in partitions}
+        self._assigned = self._assigned - {(tp.topic, tp.partition) for tp in partitions}
 
     def _on_stats(self, stats_json: str) -> None:
         # An exception here would surface from ``poll`` and could cost the records it returns.
@@ -212,7 +212,7 @@ class RecordReader:
             log.exception("kafka statistics unreadable")
 
     def _read_stats(self, stats: dict[str, Any]) -> None:
-        self.reachable = any(
+        self._reachable = any(
             broker.get("nodeid", -1) >= 0 and broker.get("state") == "UP"
             for broker in stats.get("brokers", {}).values()
         )
@@ -220,7 +220,7 @@ class RecordReader:
         for topic, tstats in stats.get("topics", {}).items():
             for pstats in tstats.get("partitions", {}).values():
                 tp = (topic, pstats.get("partition", -1))
-                if tp in self.assigned and pstats.get("consumer_lag", -1) >= 0:
+                if tp in self._assigned and pstats.get("consumer_lag", -1) >= 0:
                     lag[tp] = pstats["consumer_lag"]
         self._lag = lag
 
@@ -235,10 +235,10 @@ class RecordReader:
     @property
     def consuming(self) -> bool:
         """In the group and connected: what is produced from now on reaches ``on_records``."""
-        return self.joined and self.reachable and not self.failed
+        return self._joined and self._reachable and not self._failed
 
     def assignment(self) -> frozenset[TP]:
-        return self.assigned
+        return self._assigned
 
     def lag(self) -> dict[TP, int]:
         """Records from the last commit to the high watermark per assigned partition, as of the
@@ -285,7 +285,7 @@ class RecordReader:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await asyncio.to_thread(consumer.close)
-        self.reachable = False
+        self._reachable = False
         # A commit the thread never got to (or never heard back about) fails instead of waiting.
         if self._commit_done is not None:
             _resolve(self._commit_done, KafkaError(KafkaError._DESTROY, "the consumer closed"))
