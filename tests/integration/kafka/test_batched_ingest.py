@@ -237,9 +237,9 @@ async def test_records_wait_at_the_broker_while_a_full_batch_waits_on_the_loop(
         assert reader is not None
 
         async def parked() -> bool:
-            return not reader._wanted.is_set()
+            return reader._full and reader._paused == reader.assignment()
 
-        await eventually(parked, within=30.0, what="the reader to park with a full batch waiting")
+        await eventually(parked, within=30.0, what="the reader to pause with a full batch waiting")
         assert ingest._ahead_count == 10
         emitter.gate.set()
         await until_delivered_and_committed(emitter, kafka_broker, config.consumer_group, 1 + 60)
@@ -247,6 +247,81 @@ async def test_records_wait_at_the_broker_while_a_full_batch_waits_on_the_loop(
         emitter.gate.set()
         await ingest.stop()
     assert max(sizes) <= 10, sizes
+    for order_id in later:
+        assert emitter.seqs[order_id] == list(range(10)), order_id
+
+
+async def test_a_full_reader_polls_on_past_the_poll_interval_and_stays_in_its_group(
+    kafka_broker: KafkaBroker, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch held longer than ``max.poll.interval.ms`` while the loop's queue is full: the
+    reader keeps its partitions paused and polls on, so the consumer stays in its group (nothing
+    revoked), librdkafka's callbacks are served (statistics, a commit's result), and after the
+    release every record is delivered once, in order, from where the paused partitions stopped."""
+    monkeypatch.setattr(consumer_module, "MAX_BATCH_RECORDS", 10)
+    conf = KafkaConfig.librdkafka_conf
+
+    def short_poll_interval(self: KafkaConfig, *, logger: Any) -> dict[str, Any]:
+        # The broker's smallest session timeout; the poll interval may not be below it.
+        return conf(self, logger=logger) | {"session.timeout.ms": 6000, "max.poll.interval.ms": 6000}
+
+    monkeypatch.setattr(KafkaConfig, "librdkafka_conf", short_poll_interval)
+    revoked: list[Any] = []
+    on_revoke = RecordReader._on_revoke
+    stats: list[float] = []
+    read_stats = RecordReader._read_stats
+
+    def counting_revoke(self: RecordReader, consumer: Any, partitions: list[Any]) -> None:
+        revoked.extend(partitions)
+        on_revoke(self, consumer, partitions)
+
+    def counting_stats(self: RecordReader, data: dict[str, Any]) -> None:
+        stats.append(time.monotonic())
+        read_stats(self, data)
+
+    monkeypatch.setattr(RecordReader, "_on_revoke", counting_revoke)
+    monkeypatch.setattr(RecordReader, "_read_stats", counting_stats)
+    config = config_for(kafka_broker, partitions=2)
+    await ensure_topics(config)
+    topic = config.topic("orderEvents")
+    where = await produce_interleaved(kafka_broker, topic, ["first"], 1)
+    emitter = GatedEmitter()
+    ingest = KafkaIngest(
+        config, Dispatcher(emitter, NoAccess(), MemoryOfferStore(), RedisDedupStore(redis_client))
+    )
+    ingest.start()
+    try:
+        await asyncio.wait_for(emitter.entered.wait(), 30)  # the first batch is in hand, held
+        later = [f"later{i}" for i in range(6)]
+        await produce_interleaved(kafka_broker, topic, later, 10)
+        reader = ingest._reader
+        assert reader is not None
+        assigned = reader.assignment()
+
+        async def paused() -> bool:
+            return reader._full and bool(assigned) and reader._paused == assigned
+
+        await eventually(paused, within=30.0, what="the reader to pause with a full batch waiting")
+        since = time.monotonic()
+
+        async def past_the_poll_interval() -> bool:
+            return sum(t > since for t in stats) >= 9
+
+        # Statistics are served by poll only: nine of them span more than the 6 s interval.
+        await eventually(past_the_poll_interval, within=30.0, what="statistics while paused")
+        assert revoked == [], "the consumer left its group while paused"
+        assert reader.assignment() == assigned and reader.consuming
+        assert ingest._ahead_count == 10
+        # A commit's result comes back while paused (the first record's own offset: nothing
+        # undelivered is passed).
+        tp, offset = where["first-0"]
+        await asyncio.wait_for(reader.commit({(tp.topic, tp.partition): offset}), 10)
+        emitter.gate.set()
+        await until_delivered_and_committed(emitter, kafka_broker, config.consumer_group, 1 + 60)
+    finally:
+        emitter.gate.set()
+        await ingest.stop()
+    assert emitter.seqs["first"] == [0]
     for order_id in later:
         assert emitter.seqs[order_id] == list(range(10)), order_id
 

@@ -149,7 +149,6 @@ class KafkaIngest:
         self._tasks = []
         if self._reader is not None:
             # What was delivered is committed before leaving, so a restart re-reads less.
-            self._reader.unthrottle()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._flush_commits(), 5.0)
             with contextlib.suppress(Exception):

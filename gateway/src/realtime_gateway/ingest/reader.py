@@ -8,9 +8,12 @@ gateway's own work (about eight loop passes between a response and the next requ
 librdkafka fetches ahead in C threads; this module's thread blocks in ``poll`` without the GIL
 and wakes the loop once per run of records, which arrive as they are fetched.
 
-Backpressure: the thread parks while ``max_records`` it handed over wait unhandled on the loop
-(``hold``/``release``), and librdkafka stops fetching once its own queue is full, so a slow batch
-holds records at the broker rather than in memory.
+Backpressure: while ``max_records`` it handed over wait unhandled on the loop (``hold``/
+``release``), the thread pauses its partitions and goes on polling. librdkafka then drops what it
+fetched ahead and fetches nothing, so a slow batch holds records at the broker rather than in
+memory; on resume it fetches from the record after the last one handed over. Polling on keeps the
+consumer in its group however long the batch takes (``max.poll.interval.ms``) and serves the
+commit and statistics callbacks meanwhile.
 """
 
 from __future__ import annotations
@@ -86,13 +89,12 @@ class RecordReader:
         self._consumer: Consumer | None = None
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
-        # Records handed to the loop and not yet taken by it (``hold``/``release``); the thread
-        # fetches while fewer than ``max_records`` are held, ``_wanted`` is set meanwhile.
+        # Records handed to the loop and not yet taken by it (``hold``/``release``); ``_full``
+        # once ``max_records`` are held: the thread then pauses the partitions in ``_paused``.
         self._held = 0
-        self._unthrottled = False
+        self._full = False
         self._held_lock = threading.Lock()
-        self._wanted = threading.Event()
-        self._wanted.set()
+        self._paused: set[TP] = set()
         self._requests: queue.SimpleQueue[Callable[[Consumer], None]] = queue.SimpleQueue()
         # Kept by the thread, read by the loop (each a single reference swap).
         self._assigned: frozenset[TP] = frozenset()
@@ -140,22 +142,13 @@ class RecordReader:
         """``count`` more records wait on the loop."""
         with self._held_lock:
             self._held += count
-            if self._held >= self._max_records and not self._unthrottled:
-                self._wanted.clear()
+            self._full = self._held >= self._max_records
 
     def release(self, count: int) -> None:
         """The loop took ``count`` of the records it held: the thread may hand over that many more."""
         with self._held_lock:
             self._held -= count
-            if self._held < self._max_records:
-                self._wanted.set()
-
-    def unthrottle(self) -> None:
-        """Stopping: the thread polls without parking again (what it hands over is no longer
-        handled), so librdkafka still serves the last commit's result."""
-        with self._held_lock:
-            self._unthrottled = True
-            self._wanted.set()
+            self._full = self._held >= self._max_records
 
     def _poll(self, consumer: Consumer) -> None:
         closing = self._closing
@@ -179,13 +172,16 @@ class RecordReader:
         requests = self._requests
         while not requests.empty():
             requests.get_nowait()(consumer)
-        if not self._wanted.wait(_POLL_S):
-            return
+        if self._full:
+            self._pause(consumer)
+        elif self._paused:
+            self._resume(consumer)
         first = consumer.poll(_POLL_S)
         if first is None:
             return
         # The first record ends the wait; the rest of the run is taken without waiting, up to
-        # what the loop has room for.
+        # what the loop has room for. (Paused partitions return nothing; one assigned while the
+        # loop was full may hand over a run before the next pass pauses it too.)
         room = max(1, self._max_records - self._held)
         messages = [first, *consumer.consume(room - 1, 0)] if room > 1 else [first]
         records, errors = _split(messages)
@@ -194,6 +190,18 @@ class RecordReader:
             self._loop.call_soon_threadsafe(self._on_records, records)
         for error in errors:
             self._loop.call_soon_threadsafe(self._on_error, error)
+
+    def _pause(self, consumer: Consumer) -> None:
+        new = self._assigned - self._paused
+        if new:
+            consumer.pause([TopicPartition(topic, part) for topic, part in new])
+            self._paused |= new
+
+    def _resume(self, consumer: Consumer) -> None:
+        # Every partition paused, including any revoked since: librdkafka keeps a partition's
+        # pause across a rebalance, so one assigned here again would otherwise stay paused.
+        consumer.resume([TopicPartition(topic, part) for topic, part in self._paused])
+        self._paused = set()
 
     # --- kept by the thread -------------------------------------------------------------------
 
@@ -278,7 +286,6 @@ class RecordReader:
     async def close(self) -> None:
         """Stop the thread and leave the group (its partitions go to the other members at once)."""
         self._closing.set()
-        self._wanted.set()
         thread, self._thread = self._thread, None
         if thread is not None:
             await asyncio.to_thread(thread.join)
