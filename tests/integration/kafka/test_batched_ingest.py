@@ -5,11 +5,13 @@ Redis calls (dedup claims, history appends) on a standalone Redis and on a Redis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any, Final, cast
 
 import orjson
 import pytest
@@ -204,19 +206,65 @@ class GatedEmitter(SlowEmitter):
         await super().to_order(order_id, event, data, skip_sid=skip_sid)
 
 
+LATER: Final = [f"later{i}" for i in range(6)]
+
+
+@dataclass
+class Held:
+    ingest: KafkaIngest
+    reader: RecordReader
+    emitter: GatedEmitter
+    config: KafkaConfig
+    where: dict[str, tuple[TopicPartition, int]]
+
+
+@contextlib.asynccontextmanager
+async def a_full_queue(
+    kafka_broker: KafkaBroker, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Held]:
+    """A consumer whose first batch (order ``first``'s one record) is held on the loop while ten
+    records each of the ``LATER`` orders are produced, with ``MAX_BATCH_RECORDS`` at 10; yields
+    once the reader handed over a full queue and paused every partition assigned to it."""
+    monkeypatch.setattr(consumer_module, "MAX_BATCH_RECORDS", 10)
+    config = config_for(kafka_broker, partitions=2)
+    await ensure_topics(config)
+    topic = config.topic("orderEvents")
+    where = await produce_interleaved(kafka_broker, topic, ["first"], 1)
+    emitter = GatedEmitter()
+    ingest = KafkaIngest(
+        config, Dispatcher(emitter, NoAccess(), MemoryOfferStore(), RedisDedupStore(redis_client))
+    )
+    ingest.start()
+    try:
+        await asyncio.wait_for(emitter.entered.wait(), 30)  # the first batch is in hand, held
+        await produce_interleaved(kafka_broker, topic, LATER, 10)
+        reader = ingest._reader
+        assert reader is not None
+
+        async def paused() -> bool:
+            assigned = reader.assignment()
+            return reader._full and bool(assigned) and reader._paused == assigned
+
+        await eventually(paused, within=30.0, what="the reader to pause with a full batch waiting")
+        assert ingest._ahead_count == 10
+        yield Held(ingest, reader, emitter, config, where)
+        emitter.gate.set()
+        await until_delivered_and_committed(emitter, kafka_broker, config.consumer_group, 1 + 60)
+    finally:
+        emitter.gate.set()
+        await ingest.stop()
+    assert emitter.seqs["first"] == [0]
+    for order_id in LATER:
+        assert emitter.seqs[order_id] == list(range(10)), order_id
+
+
 async def test_records_wait_at_the_broker_while_a_full_batch_waits_on_the_loop(
     kafka_broker: KafkaBroker, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Records produced while a batch is held are handed to the loop meanwhile and make the next
     batches, in order; the reader's thread hands over no more than MAX_BATCH_RECORDS unhandled
-    records, then parks until the loop takes them: a stuck batch holds what follows at the
+    records, then pauses until the loop takes them: a stuck batch holds what follows at the
     broker, not in memory."""
-    monkeypatch.setattr(consumer_module, "MAX_BATCH_RECORDS", 10)
-    config = config_for(kafka_broker, partitions=2)
-    await ensure_topics(config)
-    topic = config.topic("orderEvents")
-    await produce_interleaved(kafka_broker, topic, ["first"], 1)
-    emitter = GatedEmitter()
     sizes: list[int] = []
     process_batch = KafkaIngest._process_batch
 
@@ -225,30 +273,9 @@ async def test_records_wait_at_the_broker_while_a_full_batch_waits_on_the_loop(
         await process_batch(self, batch)
 
     monkeypatch.setattr(KafkaIngest, "_process_batch", sized)
-    ingest = KafkaIngest(
-        config, Dispatcher(emitter, NoAccess(), MemoryOfferStore(), RedisDedupStore(redis_client))
-    )
-    ingest.start()
-    try:
-        await asyncio.wait_for(emitter.entered.wait(), 30)  # the first batch is in hand, held
-        later = [f"later{i}" for i in range(6)]
-        await produce_interleaved(kafka_broker, topic, later, 10)
-        reader = ingest._reader
-        assert reader is not None
-
-        async def parked() -> bool:
-            return reader._full and reader._paused == reader.assignment()
-
-        await eventually(parked, within=30.0, what="the reader to pause with a full batch waiting")
-        assert ingest._ahead_count == 10
-        emitter.gate.set()
-        await until_delivered_and_committed(emitter, kafka_broker, config.consumer_group, 1 + 60)
-    finally:
-        emitter.gate.set()
-        await ingest.stop()
+    async with a_full_queue(kafka_broker, redis_client, monkeypatch):
+        pass  # released at once: every record delivered, in order, in batches of at most 10
     assert max(sizes) <= 10, sizes
-    for order_id in later:
-        assert emitter.seqs[order_id] == list(range(10)), order_id
 
 
 async def test_a_full_reader_polls_on_past_the_poll_interval_and_stays_in_its_group(
@@ -258,7 +285,6 @@ async def test_a_full_reader_polls_on_past_the_poll_interval_and_stays_in_its_gr
     reader keeps its partitions paused and polls on, so the consumer stays in its group (nothing
     revoked), librdkafka's callbacks are served (statistics, a commit's result), and after the
     release every record is delivered once, in order, from where the paused partitions stopped."""
-    monkeypatch.setattr(consumer_module, "MAX_BATCH_RECORDS", 10)
     conf = KafkaConfig.librdkafka_conf
 
     def short_poll_interval(self: KafkaConfig, *, logger: Any) -> dict[str, Any]:
@@ -281,27 +307,9 @@ async def test_a_full_reader_polls_on_past_the_poll_interval_and_stays_in_its_gr
 
     monkeypatch.setattr(RecordReader, "_on_revoke", counting_revoke)
     monkeypatch.setattr(RecordReader, "_read_stats", counting_stats)
-    config = config_for(kafka_broker, partitions=2)
-    await ensure_topics(config)
-    topic = config.topic("orderEvents")
-    where = await produce_interleaved(kafka_broker, topic, ["first"], 1)
-    emitter = GatedEmitter()
-    ingest = KafkaIngest(
-        config, Dispatcher(emitter, NoAccess(), MemoryOfferStore(), RedisDedupStore(redis_client))
-    )
-    ingest.start()
-    try:
-        await asyncio.wait_for(emitter.entered.wait(), 30)  # the first batch is in hand, held
-        later = [f"later{i}" for i in range(6)]
-        await produce_interleaved(kafka_broker, topic, later, 10)
-        reader = ingest._reader
-        assert reader is not None
+    async with a_full_queue(kafka_broker, redis_client, monkeypatch) as held:
+        reader = held.reader
         assigned = reader.assignment()
-
-        async def paused() -> bool:
-            return reader._full and bool(assigned) and reader._paused == assigned
-
-        await eventually(paused, within=30.0, what="the reader to pause with a full batch waiting")
         since = time.monotonic()
 
         async def past_the_poll_interval() -> bool:
@@ -311,19 +319,11 @@ async def test_a_full_reader_polls_on_past_the_poll_interval_and_stays_in_its_gr
         await eventually(past_the_poll_interval, within=30.0, what="statistics while paused")
         assert revoked == [], "the consumer left its group while paused"
         assert reader.assignment() == assigned and reader.consuming
-        assert ingest._ahead_count == 10
+        assert held.ingest._ahead_count == 10
         # A commit's result comes back while paused (the first record's own offset: nothing
         # undelivered is passed).
-        tp, offset = where["first-0"]
+        tp, offset = held.where["first-0"]
         await asyncio.wait_for(reader.commit({(tp.topic, tp.partition): offset}), 10)
-        emitter.gate.set()
-        await until_delivered_and_committed(emitter, kafka_broker, config.consumer_group, 1 + 60)
-    finally:
-        emitter.gate.set()
-        await ingest.stop()
-    assert emitter.seqs["first"] == [0]
-    for order_id in later:
-        assert emitter.seqs[order_id] == list(range(10)), order_id
 
 
 async def test_a_failing_event_holds_its_order_and_its_partition_commit(
