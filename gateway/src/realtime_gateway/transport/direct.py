@@ -270,12 +270,21 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
 _closing = Background("websocket close")
 
 
+# Sockets given frames since the last flush at which the flusher sends at once, mid-pass.
+FLUSH_EARLY_AT: Final = 64
+
+
 class _Flusher:
     """Sends the frames each socket was given during one pass of the event loop in one write,
     once the pass's callbacks ran (``call_soon``). uvloop writes to the socket at every
     ``transport.write``; under load a socket is often given several frames per pass (one
     location update per order it follows), and the system call per write was the largest
-    single cost of a delivery. One flusher per server, so a closed event loop takes it along."""
+    single cost of a delivery. One flusher per server, so a closed event loop takes it along.
+
+    Once ``FLUSH_EARLY_AT`` sockets wait, they are sent at once: a saturated pass reads every
+    porter's backlog, and holding all its frames to its end made each wait for the whole pass.
+    By then a socket rarely has more than one frame waiting, so sending early costs about the
+    same writes (L at 20,000-25,000 updates/s: the same CPU per delivery, p50 a third lower)."""
 
     def __init__(self) -> None:
         self._dirty: list[DirectSocket] = []
@@ -292,6 +301,8 @@ class _Flusher:
         dirty.append(sock)
         if len(dirty) == 1:
             asyncio.get_running_loop().call_soon(self._flush)
+        elif len(dirty) >= FLUSH_EARLY_AT:
+            self._flush()
 
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, []
