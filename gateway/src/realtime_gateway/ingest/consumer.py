@@ -244,11 +244,13 @@ class KafkaIngest:
 
     def _put_back(self, batch: dict[TP, list[Record]]) -> None:
         """Return ``batch`` to the front of the records waiting, to be read again in order."""
+        count = 0
         for tp, records in batch.items():
             self._ahead[tp] = records + self._ahead.get(tp, [])
-            self._ahead_count += len(records)
-            if self._reader is not None:
-                self._reader.hold(len(records))
+            count += len(records)
+        self._ahead_count += count
+        if self._reader is not None:
+            self._reader.hold(count)
         self._ahead_set.set()
 
     async def _deliver_batches(self, reader: RecordReader) -> None:
