@@ -26,9 +26,19 @@ async def _create_topic(bootstrap: str, topic: str, partitions: int = PARTITIONS
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
-        described = await admin.describe_topics([topic])
-        assert len(described[0]["partitions"]) == partitions
+        response = await admin.create_topics(
+            [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+        )
+        assert [code for _, code, *_ in response.topic_errors] == [0]
+        # The controller answers once the topic is committed; a fresh broker's metadata cache
+        # can lag it by a moment, so describe until it shows every partition.
+        deadline = time.monotonic() + 15
+        while True:
+            [described] = await admin.describe_topics([topic])
+            if len(described["partitions"]) == partitions:
+                return
+            assert time.monotonic() < deadline, f"{topic} shows {described} 15 s after creation"
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
 
