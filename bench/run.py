@@ -91,6 +91,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--step-seconds", type=float, help="seconds of sending per step")
     ap.add_argument("--connections", type=int, help="idle sockets in C")
     ap.add_argument("--workers", type=int, default=1, help="load-generator processes in L/X")
+    ap.add_argument(
+        "--client",
+        choices=("lean", "socket.io"),
+        default="lean",
+        help="the L/X generator's Socket.IO client: lean.js (default) or socket.io-client",
+    )
     ap.add_argument("--k-rate", type=int, default=5000, help="order.status_changed events/s in K")
     ap.add_argument("--targets", default="ours,reference", help="comma-separated subset of ours,reference")
     ap.add_argument(
@@ -122,6 +128,7 @@ def options(args: argparse.Namespace, run_dir: Path) -> Options:
         run_dir=run_dir,
         quick=quick,
         workers=max(1, args.workers),
+        client=args.client,
         orders=args.orders or (100 if quick else 300),
         rates=rates,
         x_rates=x_rates,

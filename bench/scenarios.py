@@ -40,6 +40,8 @@ class Options:
     run_dir: Path
     quick: bool = False
     workers: int = 1
+    # The L/X generator's client: "lean" (bench/reference/lean.js) or "socket.io" (socket.io-client).
+    client: str = "lean"
     orders: int = 300
     rates: list[int] = field(default_factory=list)
     step_seconds: float = 5.0
@@ -197,6 +199,7 @@ async def location_run(
                 "urls": urls,
                 "orders": part,
                 "subscribersPerOrder": 2,
+                "client": opts.client,
                 "localAddresses": opts.local_addresses,
                 "connectConcurrency": 50,
             }

@@ -14,8 +14,11 @@ const fs = require("node:fs");
 const readline = require("node:readline");
 const { io } = require("socket.io-client");
 const jwt = require("jsonwebtoken");
+const { leanIo } = require("./lean");
 
 const cfg = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
+// cfg.client: "lean" (lean.js, the same packets for a fraction of the CPU) or "socket.io".
+const connectSocket = cfg.client === "lean" ? leanIo : io;
 const log = (...a) => process.stderr.write(`[loadgen ${cfg.workerId ?? 0}] ${a.join(" ")}\n`);
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 
@@ -58,7 +61,7 @@ async function connect(url, ns, sub, role) {
 
 function connectOnce(url, ns, sub, role) {
   return new Promise((resolve, reject) => {
-    const s = io(url + ns, {
+    const s = connectSocket(url + ns, {
       transports: ["websocket"],
       forceNew: true,
       reconnection: false,
