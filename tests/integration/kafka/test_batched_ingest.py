@@ -22,6 +22,7 @@ from redis.asyncio.cluster import ClusterNode
 
 from realtime_gateway.fanout.emitter import order_room
 from realtime_gateway.ingest import consumer as consumer_module
+from realtime_gateway.ingest import reader as reader_module
 from realtime_gateway.ingest.consumer import KafkaIngest
 from realtime_gateway.ingest.dispatch import Dispatcher, Outcome
 from realtime_gateway.ingest.envelope import build_envelope, parse_event
@@ -220,11 +221,16 @@ class Held:
 
 @contextlib.asynccontextmanager
 async def a_full_queue(
-    kafka_broker: KafkaBroker, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+    kafka_broker: KafkaBroker,
+    redis_client: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    paused: bool = True,
 ) -> AsyncIterator[Held]:
     """A consumer whose first batch (order ``first``'s one record) is held on the loop while ten
     records each of the ``LATER`` orders are produced, with ``MAX_BATCH_RECORDS`` at 10; yields
-    once the reader handed over a full queue and paused every partition assigned to it."""
+    once the reader handed over a full queue and (``paused``) paused every partition assigned to
+    it, which it does ``PARK_S`` after the queue filled."""
     monkeypatch.setattr(consumer_module, "MAX_BATCH_RECORDS", 10)
     config = config_for(kafka_broker, partitions=2)
     await ensure_topics(config)
@@ -241,11 +247,12 @@ async def a_full_queue(
         reader = ingest._reader
         assert reader is not None
 
-        async def paused() -> bool:
+        async def full() -> bool:
             assigned = reader.assignment()
-            return reader._full and bool(assigned) and reader._paused == assigned
+            return reader._full and bool(assigned) and (reader._paused == assigned or not paused)
 
-        await eventually(paused, within=30.0, what="the reader to pause with a full batch waiting")
+        what = "the reader to pause with a full batch waiting" if paused else "a full queue"
+        await eventually(full, within=30.0, what=what)
         assert ingest._ahead_count == 10
         yield Held(ingest, reader, emitter, config, where)
         emitter.gate.set()
@@ -276,6 +283,27 @@ async def test_records_wait_at_the_broker_while_a_full_batch_waits_on_the_loop(
     async with a_full_queue(kafka_broker, redis_client, monkeypatch):
         pass  # released at once: every record delivered, in order, in batches of at most 10
     assert max(sizes) <= 10, sizes
+
+
+async def test_a_queue_full_for_less_than_the_park_time_pauses_no_partition(
+    kafka_broker: KafkaBroker, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loop that only just keeps up fills its queue and empties it many times a second: the
+    reader's thread parks meanwhile instead of pausing and resuming its partitions each time
+    (which, at that rate, left partitions fetching nothing after their resume)."""
+    pauses: list[Any] = []
+    pause = RecordReader._pause
+
+    def counting_pause(self: RecordReader, consumer: Any) -> None:
+        pauses.append(self.assignment() - self._paused)
+        pause(self, consumer)
+
+    monkeypatch.setattr(RecordReader, "_pause", counting_pause)
+    async with a_full_queue(kafka_broker, redis_client, monkeypatch, paused=False) as held:
+        # Held full for a while, well short of PARK_S: the condition under test is the time.
+        await asyncio.sleep(reader_module.PARK_S / 5)
+        assert held.reader._full and held.reader._paused == set()
+    assert pauses == []
 
 
 async def test_a_full_reader_polls_on_past_the_poll_interval_and_stays_in_its_group(

@@ -9,11 +9,15 @@ librdkafka fetches ahead in C threads; this module's thread blocks in ``poll`` w
 and wakes the loop once per run of records, which arrive as they are fetched.
 
 Backpressure: while ``max_records`` it handed over wait unhandled on the loop (``hold``/
-``release``), the thread pauses its partitions and goes on polling. librdkafka then drops what it
-fetched ahead and fetches nothing, so a slow batch holds records at the broker rather than in
-memory; on resume it fetches from the record after the last one handed over. Polling on keeps the
-consumer in its group however long the batch takes (``max.poll.interval.ms``) and serves the
-commit and statistics callbacks meanwhile.
+``release``), the thread parks: librdkafka fetches ahead into its own bounded queue meanwhile and
+stops when that is full. A loop that stays full for ``PARK_S`` (a batch stuck on a failing effect)
+makes the thread pause its partitions and poll on: librdkafka then drops what it fetched ahead and
+fetches nothing, so a stuck batch holds records at the broker rather than in memory, and polling
+keeps the consumer in its group however long the batch takes (``max.poll.interval.ms``) and
+serves the commit and statistics callbacks. On resume it fetches from the record after the last
+one handed over. Pausing only then matters: under a load the loop only just keeps up with, the
+queue fills and empties many times a second, and pausing and resuming at that rate left
+partitions that fetched nothing after their resume (scenario K of the benchmark, librdkafka 2.16).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -39,6 +44,9 @@ TP = tuple[str, int]
 
 # How long one ``poll`` blocks: bounds how long a commit request or ``close`` waits for the thread.
 _POLL_S: Final = 0.05
+# How long the loop's queue stays full before the thread pauses its partitions (at most a third
+# of ``max.poll.interval.ms``, so the consumer polls again well within it).
+PARK_S: Final = 5.0
 # How often librdkafka's statistics (broker states, lag) refresh ``reachable`` and the lag.
 _STATS_INTERVAL_MS: Final = 1000
 # Commit errors that mean the partitions moved to another member: its re-read is absorbed by the
@@ -90,10 +98,15 @@ class RecordReader:
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
         # Records handed to the loop and not yet taken by it (``hold``/``release``); ``_full``
-        # once ``max_records`` are held: the thread then pauses the partitions in ``_paused``.
+        # once ``max_records`` are held (since ``_full_since``): the thread parks on ``_room``,
+        # then pauses the partitions in ``_paused``.
         self._held = 0
         self._full = False
+        self._full_since = 0.0
         self._held_lock = threading.Lock()
+        self._room = threading.Event()
+        self._room.set()
+        self._park_s = PARK_S
         self._paused: set[TP] = set()
         self._requests: queue.SimpleQueue[Callable[[Consumer], None]] = queue.SimpleQueue()
         # Kept by the thread, read by the loop (each a single reference swap).
@@ -113,6 +126,7 @@ class RecordReader:
             "stats_cb": self._on_stats,
             "statistics.interval.ms": _STATS_INTERVAL_MS,
         }
+        self._park_s = min(PARK_S, conf.get("max.poll.interval.ms", 300_000) / 3000)
         consumer = Consumer(conf)
         try:
             await asyncio.to_thread(consumer.list_topics, None, timeout_s)
@@ -142,13 +156,22 @@ class RecordReader:
         """``count`` more records wait on the loop."""
         with self._held_lock:
             self._held += count
-            self._full = self._held >= self._max_records
+            self._update_full()
 
     def release(self, count: int) -> None:
         """The loop took ``count`` of the records it held: the thread may hand over that many more."""
         with self._held_lock:
             self._held -= count
-            self._full = self._held >= self._max_records
+            self._update_full()
+
+    def _update_full(self) -> None:
+        full = self._held >= self._max_records
+        if full and not self._full:
+            self._full_since = time.monotonic()
+            self._room.clear()
+        elif not full:
+            self._room.set()
+        self._full = full
 
     def _poll(self, consumer: Consumer) -> None:
         closing = self._closing
@@ -173,6 +196,9 @@ class RecordReader:
         while not requests.empty():
             requests.get_nowait()(consumer)
         if self._full:
+            if not self._paused and time.monotonic() - self._full_since < self._park_s:
+                self._room.wait(_POLL_S)  # parked (module docstring)
+                return
             self._pause(consumer)
         elif self._paused:
             self._resume(consumer)
@@ -286,6 +312,7 @@ class RecordReader:
     async def close(self) -> None:
         """Stop the thread and leave the group (its partitions go to the other members at once)."""
         self._closing.set()
+        self._room.set()
         thread, self._thread = self._thread, None
         if thread is not None:
             await asyncio.to_thread(thread.join)
