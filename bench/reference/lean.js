@@ -1,9 +1,9 @@
 // A lean Socket.IO client for the load generator: Socket.IO v5 text packets over Engine.IO v4 on a
 // bare `ws` WebSocket, nothing else. socket.io-client runs every packet through engine.io-client's
-// transport and parser and socket.io-parser's decoder and emitter, which cost the generator about
-// a core at 25,000 updates/s (50,000 deliveries/s) on this 2-core machine and so slowed the server
-// it measured. The bytes on the wire are the same: the same handshake, auth, events, acks and
-// pong answers, and no compression (neither server negotiates it by default).
+// transport and parser and socket.io-parser's decoder and emitter: about a core at 25,000
+// updates/s (50,000 deliveries/s), on a 2-core machine where the server measured needs the other.
+// The bytes on the wire are the same: the same handshake, auth, events, acks and pong answers, and
+// no compression (neither server accepts it by default).
 //
 // It offers the part of socket.io-client's socket the generator uses: on/once/off, emit (with an
 // ack callback last), timeout(ms).emit, close, connected, and the connect / connect_error events
