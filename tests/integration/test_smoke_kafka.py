@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.support import kafka_server
+from tests.support.deploy import eventually
 from tests.support.kafka_fixtures import unique_name
 from tests.support.kafka_server import KafkaBroker
 
@@ -30,15 +31,14 @@ async def _create_topic(bootstrap: str, topic: str, partitions: int = PARTITIONS
             [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
         )
         assert [code for _, code, *_ in response.topic_errors] == [0]
+
         # The controller answers once the topic is committed; a fresh broker's metadata cache
         # can lag it by a moment, so describe until it shows every partition.
-        deadline = time.monotonic() + 15
-        while True:
-            [described] = await admin.describe_topics([topic])
-            if len(described["partitions"]) == partitions:
-                return
-            assert time.monotonic() < deadline, f"{topic} shows {described} 15 s after creation"
-            await asyncio.sleep(0.1)
+        async def described() -> bool:
+            [topic_info] = await admin.describe_topics([topic])
+            return len(topic_info["partitions"]) == partitions
+
+        await eventually(described, within=15.0, what=f"{topic}'s {partitions} partitions")
     finally:
         await admin.close()
 
