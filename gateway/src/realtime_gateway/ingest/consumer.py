@@ -151,8 +151,7 @@ class KafkaIngest:
         if self._reader is not None:
             # The records read ahead are left to whoever reads the partitions next; releasing
             # them unparks the reader's thread, whose polls serve the last commit's result.
-            self._reader.release(self._ahead_count)
-            self._ahead, self._ahead_count = {}, 0
+            self._take_ahead(self._reader)
             # What was delivered is committed before leaving, so a restart re-reads less.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._flush_commits(), 5.0)
@@ -239,13 +238,18 @@ class KafkaIngest:
 
     async def _next_batch(self, reader: RecordReader) -> dict[TP, list[Record]]:
         await self._ahead_set.wait()
-        batch, self._ahead = self._ahead, {}
-        reader.release(self._ahead_count)
-        self._ahead_count = 0
+        batch = self._take_ahead(reader)
         self._ahead_set.clear()
         # Records of a partition this instance lost meanwhile are left to its new owner.
         assigned = reader.assignment()
         return {tp: records for tp, records in batch.items() if tp in assigned}
+
+    def _take_ahead(self, reader: RecordReader) -> dict[TP, list[Record]]:
+        """The records read ahead, taken off the reader's count (``reader.release``)."""
+        batch, self._ahead = self._ahead, {}
+        reader.release(self._ahead_count)
+        self._ahead_count = 0
+        return batch
 
     def _put_back(self, batch: dict[TP, list[Record]]) -> None:
         """Return ``batch`` to the front of the records waiting, to be read again in order."""
