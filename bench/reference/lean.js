@@ -108,16 +108,13 @@ class LeanSocket extends EventEmitter {
     return this;
   }
 
+  // Returns the ack id (0: no ack asked).
   emit(event, ...args) {
-    let cb = null;
-    let id = "";
-    if (typeof args[args.length - 1] === "function") {
-      cb = args.pop();
-      id = String(++this._ackId);
-      this._acks.set(Number(id), cb);
-    }
-    this.ws.send(`42${this.nsp}${id}${JSON.stringify([event, ...args])}`);
-    return cb === null ? true : Number(id);
+    const cb = typeof args[args.length - 1] === "function" ? args.pop() : null;
+    const id = cb === null ? 0 : ++this._ackId;
+    if (cb !== null) this._acks.set(id, cb);
+    this.ws.send(`42${this.nsp}${id || ""}${JSON.stringify([event, ...args])}`);
+    return id;
   }
 
   timeout(ms) {
