@@ -18,3 +18,16 @@ else
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# The hot modules as C extensions (realtime_gateway/compiled.py); only changed ones are rebuilt.
+if [ -n "${RTG_PURE_PYTHON:-}" ]; then
+  .venv/bin/python tools/compile_gateway.py
+else
+  apt_install gcc
+  log "compiling the gateway's hot modules (Cython; RTG_PURE_PYTHON=1 for none)"
+  mkdir -p build
+  if ! .venv/bin/python tools/compile_gateway.py >build/compile.log 2>&1; then
+    tail -20 build/compile.log >&2
+    log "compiling failed (full log: build/compile.log)"
+    exit 1
+  fi
+fi
