@@ -164,33 +164,60 @@ def split(items: Sequence[dict[str, str]], parts: int) -> list[list[dict[str, st
 
 
 # ---- L / X: stepped location fan-out -------------------------------------------------------------
-async def location_run(
-    target: str,
-    opts: Options,
-    label: str,
-    instances: int,
-    rates: Sequence[int],
-    redis: servers.Redis | None = None,
-    cpu_share: float | None = None,
-) -> dict[str, Any]:
-    """Start ``instances`` servers, subscribe a customer and an admin to each order, step the rate.
+class Ladder:
+    """Servers for one target with a customer and an admin subscribed to each order, stepped
+    through rates one ``step`` at a time (``async with``: started on entry, stopped on exit).
     ``cpu_share``: each server process is held to that share of a core (``bench/cpucap.py``)."""
-    tag = f"{label}-{target}".replace(" ", "")
-    orders = make_orders(opts.orders, tag)
-    redis_url = redis.url if redis else None
-    procs = start_targets(target, opts, tag, instances, redis_url)
-    caps: list[cpucap.CpuCap] = []
-    gens: list[Loadgen] = []
-    steps: list[StepResult] = []
-    retries = 0
-    refusals: dict[str, int] = {}
-    try:
-        if cpu_share is not None:
-            for i, proc in enumerate(procs):
-                caps.append(cpucap.CpuCap(f"{tag}-{i}", cpu_share))
-                caps[-1].add(proc.pid)
-        await authorize_orders(procs[0].url, orders)
-        urls = [p.url for p in procs]
+
+    def __init__(
+        self,
+        target: str,
+        opts: Options,
+        label: str,
+        instances: int,
+        redis: servers.Redis | None = None,
+        cpu_share: float | None = None,
+    ) -> None:
+        self.target, self.opts, self.label, self.instances = target, opts, label, instances
+        self.redis, self.cpu_share = redis, cpu_share
+        self.tag = f"{label}-{target}".replace(" ", "")
+        self.procs: list[servers.Server] = []
+        self.caps: list[cpucap.CpuCap] = []
+        self.gens: list[Loadgen] = []
+        self.steps: list[StepResult] = []
+        self.retries = 0
+        self.refusals: dict[str, int] = {}
+        self.failures = 0
+        self.spy: PySpy | None = None
+
+    @property
+    def done(self) -> bool:
+        # Two failed steps in a row: higher rates only pile up more backlog.
+        return self.failures >= 2 or (self.opts.quick and self.failures >= 1)
+
+    async def __aenter__(self) -> Ladder:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stop()
+
+    async def _start(self) -> None:
+        opts, tag, label = self.opts, self.tag, self.label
+        orders = make_orders(opts.orders, tag)
+        self.procs = start_targets(
+            self.target, opts, tag, self.instances, self.redis.url if self.redis else None
+        )
+        if self.cpu_share is not None:
+            for i, proc in enumerate(self.procs):
+                self.caps.append(cpucap.CpuCap(f"{tag}-{i}", self.cpu_share))
+                self.caps[-1].add(proc.pid)
+        await authorize_orders(self.procs[0].url, orders)
+        urls = [p.url for p in self.procs]
         for w, part in enumerate(split(orders, opts.workers)):
             cfg = {
                 "mode": "L",
@@ -205,105 +232,127 @@ async def location_run(
                 "localAddresses": opts.local_addresses,
                 "connectConcurrency": 50,
             }
-            gens.append(Loadgen(f"{tag}-loadgen-{w}", cfg, opts.run_dir / "logs"))
-        readies = await asyncio.gather(*(g.start(wait_s=180) for g in gens))
-        retries = sum(int(r.get("connectRetries", 0)) for r in readies)
+            self.gens.append(Loadgen(f"{tag}-loadgen-{w}", cfg, opts.run_dir / "logs"))
+        readies = await asyncio.gather(*(g.start(wait_s=180) for g in self.gens))
+        self.retries = sum(int(r.get("connectRetries", 0)) for r in readies)
         for r in readies:
             for code, n in (r.get("connectRefusals") or {}).items():
-                refusals[code] = refusals.get(code, 0) + int(n)
+                self.refusals[code] = self.refusals.get(code, 0) + int(n)
         say(
-            f"{label} {target}: {sum(r['sockets'] for r in readies)} sockets ready on {instances} process(es)"
-            + (f", after {retries} connect retries {json.dumps(refusals)}" if retries else "")
+            f"{label} {self.target}: {sum(r['sockets'] for r in readies)} sockets ready on "
+            f"{self.instances} process(es)"
+            + (f", after {self.retries} connect retries {json.dumps(self.refusals)}" if self.retries else "")
         )
-        failures = 0
-        spy = None
-        if opts.profile and target == "ours":
-            spy = PySpy(procs[0].pid, opts.run_dir / f"{tag}-pyspy.txt")
-        # Warm-up (not reported): first-use costs (imports, caches, JIT in Node) stay out of step 1.
+        if opts.profile and self.target == "ours":
+            self.spy = PySpy(self.procs[0].pid, opts.run_dir / f"{tag}-pyspy.txt")
+
+    async def warm(self, rate: int) -> None:
+        """Unreported load at half ``rate``: first-use costs (imports, caches, JIT in Node) stay
+        out of the first step."""
+        opts = self.opts
         warm_s = 1 if opts.quick else 2
         warm = {"cmd": "step", "seconds": warm_s, "startAt": int(time.time() * 1000) + 200, "drainMs": 1000}
-        warm_rate = rates[0] / opts.workers / 2
-        await asyncio.gather(*(g.command({**warm, "rate": warm_rate}, wait_s=60) for g in gens))
-        for rate in rates:
-            start_at = int(time.time() * 1000) + 300
-            cpu0 = sum(servers.cpu_seconds(p.pid) for p in procs)
-            throttled0 = sum(c.throttled_s() for c in caps)
-            rcpu0 = servers.cpu_seconds(redis.proc.pid) if redis else 0.0
-            cmd = {
-                "cmd": "step",
-                "seconds": opts.step_seconds,
-                "startAt": start_at,
-                "drainMs": opts.drain_ms,
-            }
-            results = await asyncio.gather(
-                *(
-                    g.command(
-                        {**cmd, "rate": rate / opts.workers},
-                        wait_s=opts.step_seconds + opts.drain_ms / 1000 + 60,
-                    )
-                    for g in gens
+        await asyncio.gather(
+            *(g.command({**warm, "rate": rate / opts.workers / 2}, wait_s=60) for g in self.gens)
+        )
+
+    async def step(self, rate: int) -> StepResult:
+        opts, procs, caps, redis = self.opts, self.procs, self.caps, self.redis
+        start_at = int(time.time() * 1000) + 300
+        cpu0 = sum(servers.cpu_seconds(p.pid) for p in procs)
+        throttled0 = sum(c.throttled_s() for c in caps)
+        rcpu0 = servers.cpu_seconds(redis.proc.pid) if redis else 0.0
+        cmd = {"cmd": "step", "seconds": opts.step_seconds, "startAt": start_at, "drainMs": opts.drain_ms}
+        results = await asyncio.gather(
+            *(
+                g.command(
+                    {**cmd, "rate": rate / opts.workers},
+                    wait_s=opts.step_seconds + opts.drain_ms / 1000 + 60,
                 )
+                for g in self.gens
             )
-            cpu1 = sum(servers.cpu_seconds(p.pid) for p in procs)
-            rcpu1 = servers.cpu_seconds(redis.proc.pid) if redis else 0.0
-            errors: dict[str, int] = {}
-            for r in results:
-                for code, n in (r.get("errors") or {}).items():
-                    errors[code] = errors.get(code, 0) + int(n)
-            step = StepResult(
-                rate=float(rate),
-                seconds=max(r["seconds"] for r in results),
-                sent=sum(r["sent"] for r in results),
-                expected=sum(r["expected"] for r in results),
-                received=sum(r["received"] for r in results),
-                hist=merge_all(Histogram.from_json(r["hist"]) for r in results),
-                loadgen_cpu_ms=max(r["cpuMs"] for r in results),
-                server_cpu_s=cpu1 - cpu0,
-                redis_cpu_s=rcpu1 - rcpu0 if redis else None,
-                errors=errors,
-                throttled_s=sum(c.throttled_s() for c in caps) - throttled0 if caps else None,
-            )
-            steps.append(step)
-            s = step.summary()
-            say(
-                f"{label} {target} rate {rate}/s: deliveries {fmt(s['deliveries_per_s'])}/s "
-                f"p50 {fmt(s['p50_ms'])} p95 {fmt(s['p95_ms'])} p99 {fmt(s['p99_ms'])} ms "
-                f"loss {s['loss']:.4f} server cpu {fmt(s['server_cpu_pct'])}% "
-                f"loadgen cpu {fmt(s['loadgen_cpu_pct'])}%"
-                f"{' redis cpu ' + fmt(s['redis_cpu_pct']) + '%' if redis else ''}"
-                f"{' throttled ' + fmt(s['throttled_s'], 2) + ' s' if caps else ''}"
-                f"{' errors ' + json.dumps(errors) if errors else ''}"
-                f"{'' if step.held(P99_LIMIT_MS) else '  (not held)'}"
-            )
-            failures = 0 if step.held(P99_LIMIT_MS) else failures + 1
-            # Two failed steps in a row: higher rates only pile up more backlog.
-            if failures >= 2 or (opts.quick and failures >= 1):
-                break
-        if spy is not None:
-            profile_text = spy.stop()
-            profile_path = opts.run_dir / f"profile-{tag}.txt"
-            profile_path.write_text(profile_text)
-            say(f"{label} {target}: py-spy profile of process 0 in {profile_path}")
-    finally:
-        for g in gens:
+        )
+        cpu1 = sum(servers.cpu_seconds(p.pid) for p in procs)
+        rcpu1 = servers.cpu_seconds(redis.proc.pid) if redis else 0.0
+        errors: dict[str, int] = {}
+        for r in results:
+            for code, n in (r.get("errors") or {}).items():
+                errors[code] = errors.get(code, 0) + int(n)
+        step = StepResult(
+            rate=float(rate),
+            seconds=max(r["seconds"] for r in results),
+            sent=sum(r["sent"] for r in results),
+            expected=sum(r["expected"] for r in results),
+            received=sum(r["received"] for r in results),
+            hist=merge_all(Histogram.from_json(r["hist"]) for r in results),
+            loadgen_cpu_ms=max(r["cpuMs"] for r in results),
+            server_cpu_s=cpu1 - cpu0,
+            redis_cpu_s=rcpu1 - rcpu0 if redis else None,
+            errors=errors,
+            throttled_s=sum(c.throttled_s() for c in caps) - throttled0 if caps else None,
+        )
+        self.steps.append(step)
+        s = step.summary()
+        say(
+            f"{self.label} {self.target} rate {rate}/s: deliveries {fmt(s['deliveries_per_s'])}/s "
+            f"p50 {fmt(s['p50_ms'])} p95 {fmt(s['p95_ms'])} p99 {fmt(s['p99_ms'])} ms "
+            f"loss {s['loss']:.4f} server cpu {fmt(s['server_cpu_pct'])}% "
+            f"loadgen cpu {fmt(s['loadgen_cpu_pct'])}%"
+            f"{' redis cpu ' + fmt(s['redis_cpu_pct']) + '%' if redis else ''}"
+            f"{' throttled ' + fmt(s['throttled_s'], 2) + ' s' if caps else ''}"
+            f"{' errors ' + json.dumps(errors) if errors else ''}"
+            f"{'' if step.held(P99_LIMIT_MS) else '  (not held)'}"
+        )
+        self.failures = 0 if step.held(P99_LIMIT_MS) else self.failures + 1
+        return step
+
+    async def _stop(self) -> None:
+        if self.spy is not None:
+            profile_path = self.opts.run_dir / f"profile-{self.tag}.txt"
+            profile_path.write_text(self.spy.stop())
+            self.spy = None
+            say(f"{self.label} {self.target}: py-spy profile of process 0 in {profile_path}")
+        for g in self.gens:
             await g.close()
-        servers.stop_all(procs)
-        for cap in caps:
+        servers.stop_all(self.procs)
+        for cap in self.caps:
             cap.close()
-    best = best_held(steps, P99_LIMIT_MS)
-    peak = max(steps, key=lambda s: s.deliveries_per_s) if steps else None
-    return {
-        "target": target,
-        "instances": instances,
-        "redis": bool(redis_url),
-        "cpu_share": cpu_share,
-        "orders": opts.orders,
-        "connect_retries": retries,
-        "connect_refusals": refusals,
-        "steps": [s.summary() for s in steps],
-        "best": best.summary() if best else None,
-        "peak": peak.summary() if peak else None,
-    }
+
+    def result(self) -> dict[str, Any]:
+        steps = self.steps
+        best = best_held(steps, P99_LIMIT_MS)
+        peak = max(steps, key=lambda s: s.deliveries_per_s) if steps else None
+        return {
+            "target": self.target,
+            "instances": self.instances,
+            "redis": self.redis is not None,
+            "cpu_share": self.cpu_share,
+            "orders": self.opts.orders,
+            "connect_retries": self.retries,
+            "connect_refusals": self.refusals,
+            "steps": [s.summary() for s in steps],
+            "best": best.summary() if best else None,
+            "peak": peak.summary() if peak else None,
+        }
+
+
+async def location_run(
+    target: str,
+    opts: Options,
+    label: str,
+    instances: int,
+    rates: Sequence[int],
+    redis: servers.Redis | None = None,
+    cpu_share: float | None = None,
+) -> dict[str, Any]:
+    """One target's whole ladder (X): ``rates`` stepped until two steps in a row miss."""
+    async with Ladder(target, opts, label, instances, redis, cpu_share) as ladder:
+        await ladder.warm(rates[0])
+        for rate in rates:
+            await ladder.step(rate)
+            if ladder.done:
+                break
+    return ladder.result()
 
 
 async def guarded(what: str, run: Awaitable[dict[str, Any]]) -> dict[str, Any]:
@@ -316,7 +365,33 @@ async def guarded(what: str, run: Awaitable[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def scenario_l(opts: Options) -> dict[str, Any]:
-    return {t: await guarded(f"L {t}", location_run(t, opts, "L", 1, opts.rates)) for t in opts.targets}
+    """Both targets' ladders at once, stepped in turn (ours, reference, then the reference first
+    at the next rate, ...), so a minute in which the machine runs slower falls on both: run one
+    after the other, a ladder's verdict has swung with the machine's speed alone."""
+    out: dict[str, Any] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        ladders: dict[str, Ladder] = {}
+        for t in opts.targets:
+            try:
+                ladders[t] = await stack.enter_async_context(Ladder(t, opts, "L", 1))
+                await ladders[t].warm(opts.rates[0])
+            except Exception as exc:
+                say(f"L {t} failed: {exc}")
+                out[t] = {"error": str(exc)[:2000]}
+        order = [t for t in opts.targets if t in ladders and t not in out]
+        for i, rate in enumerate(opts.rates):
+            running = [t for t in order if t not in out and not ladders[t].done]
+            if not running:
+                break
+            for t in running if i % 2 == 0 else running[::-1]:
+                try:
+                    await ladders[t].step(rate)
+                except Exception as exc:
+                    say(f"L {t} failed: {exc}")
+                    out[t] = {"error": str(exc)[:2000]}
+        for t in order:
+            out.setdefault(t, ladders[t].result())
+    return {t: out[t] for t in opts.targets}
 
 
 async def scenario_x(opts: Options) -> dict[str, Any]:
