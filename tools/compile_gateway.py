@@ -46,7 +46,7 @@ def build(compiled: ModuleType) -> None:
         for name in compiled.COMPILED_MODULES
     ]
     jobs = os.cpu_count() or 1
-    modules = cythonize(
+    modules = cythonize(  # type: ignore[no-untyped-call]  # Cython's own function is unannotated
         extensions,
         build_dir="build/cython",
         nthreads=jobs,
