@@ -355,13 +355,18 @@ async def location_run(
     return ladder.result()
 
 
+def failure(what: str, exc: Exception) -> dict[str, Any]:
+    """A target's failure as its results record it (the other target's numbers stand)."""
+    say(f"{what} failed: {exc}")
+    return {"error": str(exc)[:2000]}
+
+
 async def guarded(what: str, run: Awaitable[dict[str, Any]]) -> dict[str, Any]:
     """One target's failure is recorded in the results and must not hide the other target's numbers."""
     try:
         return await run
     except Exception as exc:
-        say(f"{what} failed: {exc}")
-        return {"error": str(exc)[:2000]}
+        return failure(what, exc)
 
 
 async def scenario_l(opts: Options) -> dict[str, Any]:
@@ -376,8 +381,7 @@ async def scenario_l(opts: Options) -> dict[str, Any]:
                 ladders[t] = await stack.enter_async_context(Ladder(t, opts, "L", 1))
                 await ladders[t].warm(opts.rates[0])
             except Exception as exc:
-                say(f"L {t} failed: {exc}")
-                out[t] = {"error": str(exc)[:2000]}
+                out[t] = failure(f"L {t}", exc)
         order = [t for t in opts.targets if t in ladders and t not in out]
         for i, rate in enumerate(opts.rates):
             running = [t for t in order if t not in out and not ladders[t].done]
@@ -387,8 +391,7 @@ async def scenario_l(opts: Options) -> dict[str, Any]:
                 try:
                     await ladders[t].step(rate)
                 except Exception as exc:
-                    say(f"L {t} failed: {exc}")
-                    out[t] = {"error": str(exc)[:2000]}
+                    out[t] = failure(f"L {t}", exc)
         for t in order:
             out.setdefault(t, ladders[t].result())
     return {t: out[t] for t in opts.targets}
