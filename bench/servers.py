@@ -309,7 +309,11 @@ def start_kafka(workdir: Path, log_dir: Path, partitions: int = 6) -> Kafka:
     )
     cp = f"{home}/libs/*"
     log4j = f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}"
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Kafka's Uuid text form. One starting with "-" would be read by the storage tool as an
+    # option (as Kafka's own ``random-uuid`` does, draw again).
+    cluster_id = "-"
+    while cluster_id.startswith("-"):
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     subprocess.run(
         [java, log4j, "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
         check=True,
