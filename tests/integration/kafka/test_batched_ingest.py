@@ -269,7 +269,7 @@ async def test_records_wait_at_the_broker_while_a_full_batch_waits_on_the_loop(
     kafka_broker: KafkaBroker, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Records produced while a batch is held are handed to the loop meanwhile and make the next
-    batches, in order; the reader's thread hands over no more than MAX_BATCH_RECORDS unhandled
+    batches, in order; the reader hands over no more than MAX_BATCH_RECORDS unhandled
     records, then pauses until the loop takes them: a stuck batch holds what follows at the
     broker, not in memory."""
     sizes: list[int] = []
@@ -289,7 +289,7 @@ async def test_a_queue_full_for_less_than_the_park_time_pauses_no_partition(
     kafka_broker: KafkaBroker, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A loop that only just keeps up fills its queue and empties it many times a second: the
-    reader's thread parks meanwhile instead of pausing and resuming its partitions each time
+    reader parks meanwhile instead of pausing and resuming its partitions each time
     (which, at that rate, left partitions fetching nothing after their resume)."""
     pauses: list[Any] = []
     pause = RecordReader._pause

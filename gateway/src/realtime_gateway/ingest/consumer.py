@@ -13,10 +13,10 @@ Offsets are committed once per batch, after every record of it was handed to the
 commit runs in the background while the next batch is processed.
 Redeliveries are dropped by the eventId dedup.
 
-Records are fetched while a batch is delivered: librdkafka fetches ahead and the reader's thread
-hands them to the loop as they arrive (``reader.py``); they make the next batch. The reader parks
-while ``MAX_BATCH_RECORDS`` wait, and pauses its partitions if they wait for long, so a stuck
-batch holds records at the broker, not in memory.
+Records are fetched while a batch is delivered: librdkafka fetches ahead and the reader, polling
+its queue from the loop, hands them over as they arrive (``reader.py``); they make the next
+batch. The reader parks while ``MAX_BATCH_RECORDS`` wait, and pauses its partitions if they wait
+for long, so a stuck batch holds records at the broker, not in memory.
 
 A malformed record is logged with topic/partition/offset, counted and skipped, so it never blocks
 its partition. A failing effect (Redis down) is retried with backoff, holding the batch (and so
@@ -150,7 +150,7 @@ class KafkaIngest:
         self._tasks = []
         if self._reader is not None:
             # The records read ahead are left to whoever reads the partitions next; releasing
-            # them unparks the reader's thread, whose polls serve the last commit's result.
+            # them unparks the reader, whose polls serve the last commit's result.
             self._take_ahead(self._reader)
             # What was delivered is committed before leaving, so a restart re-reads less.
             with contextlib.suppress(Exception):

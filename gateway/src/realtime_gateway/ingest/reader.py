@@ -1,17 +1,26 @@
-"""The consumer's records, fetched by librdkafka and handed to the event loop by a thread of its own.
+"""The consumer's records, fetched by librdkafka and polled from the event loop.
 
 Why librdkafka and not aiokafka (which the producer and the topic admin still use): aiokafka's
 fetcher is pure Python on the event loop and keeps one fetch in flight per broker, sent only after
 the previous response was decoded and its records taken. Under load that cycle waited for the
 gateway's own work (about eight loop passes between a response and the next request, p99
 13-16 ms on two busy cores) and cost about a quarter of the gateway's CPU per Kafka event.
-librdkafka fetches ahead in C threads; this module's thread blocks in ``poll`` without the GIL
-and wakes the loop once per run of records, which arrive as they are fetched.
+librdkafka fetches ahead in C threads into its own queue; the loop takes what has arrived with a
+non-blocking ``consume`` every millisecond while records flow (backing off to ``_POLL_MAX_S``
+while none do).
+
+Why the loop polls rather than a thread blocking in ``poll``: a thread has to win the GIL back
+from the busy loop after each blocking call, up to the 5 ms switch interval each time, and then
+hands over through ``call_soon_threadsafe``. Under load these waits made stalls of 20-55 ms
+before a record even reached the loop (scenario K of the benchmark, twelfth round). Polled from
+the loop, a record waits at most one poll interval plus the loop's current pass, and librdkafka's
+callbacks (rebalance, commit results, statistics) run on the loop, so nothing here is shared
+between threads.
 
 Backpressure: while ``max_records`` it handed over wait unhandled on the loop (``hold``/
-``release``), the thread parks: librdkafka fetches ahead into its own bounded queue meanwhile and
+``release``), the reader parks: librdkafka fetches ahead into its own bounded queue meanwhile and
 stops when that is full. A loop that stays full for ``PARK_S`` (a batch stuck on a failing effect)
-makes the thread pause its partitions and poll on: librdkafka then drops what it fetched ahead and
+makes the reader pause its partitions and poll on: librdkafka then drops what it fetched ahead and
 fetches nothing, so a stuck batch holds records at the broker rather than in memory, and polling
 keeps the consumer in its group however long the batch takes (``max.poll.interval.ms``) and
 serves the commit and statistics callbacks. On resume it fetches from the record after the last
@@ -25,8 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -42,9 +49,15 @@ log = logging.getLogger(__name__)
 # A partition as the consumer keys its records: (topic, partition).
 TP = tuple[str, int]
 
-# How long one ``poll`` blocks: bounds how long a commit request or ``close`` waits for the thread.
-_POLL_S: Final = 0.05
-# How long the loop's queue stays full before the thread pauses its partitions (at most a third
+# How often the loop polls librdkafka's queue while records flow (some came within ``_FLOWING_S``:
+# they come in runs, one per producer batch, with empty polls between), and at most while none do
+# (the interval doubles per empty poll): an idle gateway wakes about 125 times a second for it.
+_POLL_MIN_S: Final = 0.001
+_POLL_MAX_S: Final = 0.008
+_FLOWING_S: Final = 0.1
+# The pause after a failed poll, so a broken consumer does not spin the loop.
+_RETRY_S: Final = 0.05
+# How long the loop's queue stays full before the reader pauses its partitions (at most a third
 # of ``max.poll.interval.ms``, so the consumer polls again well within it).
 PARK_S: Final = 5.0
 # How often librdkafka's statistics (broker states, lag) refresh ``reachable`` and the lag.
@@ -84,10 +97,8 @@ class CommitSkipped(Exception):
 class RecordReader:
     """A group consumer of ``topics`` whose records reach ``on_records`` on the event loop.
 
-    The thread is the consumer's only user once started (confluent-kafka serialises a consumer's
-    calls, and a thread in ``poll`` would starve any other): the loop hands it commits as
-    requests, and reads the assignment, the broker's reachability and the lag from what the
-    thread keeps up to date (rebalance callbacks, librdkafka's statistics).
+    A task on the loop is the consumer's only user once started; the assignment, the broker's
+    reachability and the lag come from the callbacks its polls serve (rebalance, statistics).
     """
 
     def __init__(self, config: KafkaConfig, topics: Iterable[str], *, max_records: int) -> None:
@@ -95,27 +106,20 @@ class RecordReader:
         self._topics = list(topics)
         self._max_records = max_records
         self._consumer: Consumer | None = None
-        self._thread: threading.Thread | None = None
-        self._closing = threading.Event()
+        self._task: asyncio.Task[None] | None = None
         # Records handed to the loop and not yet taken by it (``hold``/``release``); ``_full``
-        # once ``max_records`` are held (since ``_full_since``): the thread parks on ``_room``,
-        # then pauses the partitions in ``_paused``.
+        # once ``max_records`` are held (since ``_full_since``): the reader parks, then pauses
+        # the partitions in ``_paused``.
         self._held = 0
         self._full = False
         self._full_since = 0.0
-        self._held_lock = threading.Lock()
-        self._room = threading.Event()
-        self._room.set()
         self._park_s = PARK_S
         self._paused: set[TP] = set()
-        self._requests: queue.SimpleQueue[Callable[[Consumer], None]] = queue.SimpleQueue()
-        # Kept by the thread, read by the loop (each a single reference swap).
         self._assigned: frozenset[TP] = frozenset()
         self._joined = False
         self._reachable = False
         self._failed = False
         self._lag: dict[TP, int] = {}
-        self._commit_waiter: Callable[[KafkaError | None], None] | None = None
         self._commit_done: asyncio.Future[KafkaError | None] | None = None
 
     async def connect(self, timeout_s: float = 5.0) -> None:
@@ -139,83 +143,81 @@ class RecordReader:
     def start(
         self, on_records: Callable[[list[Record]], None], on_error: Callable[[KafkaError], None]
     ) -> None:
-        """Join the group and start the thread; ``on_records`` and ``on_error`` run on the loop."""
+        """Join the group and start polling; ``on_records`` and ``on_error`` are called from it."""
         consumer = self._consumer
         if consumer is None:
             raise RuntimeError("the reader is not connected")
         consumer.subscribe(
             self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
         )
-        self._loop = asyncio.get_running_loop()
         self._on_records = on_records
         self._on_error = on_error
-        self._thread = threading.Thread(target=self._poll, args=(consumer,), name="kafka-reader", daemon=True)
-        self._thread.start()
+        self._task = asyncio.create_task(self._poll(consumer), name="kafka-reader")
 
     def hold(self, count: int) -> None:
         """``count`` more records wait on the loop."""
-        with self._held_lock:
-            self._held += count
-            self._update_full()
+        self._held += count
+        self._update_full()
 
     def release(self, count: int) -> None:
-        """The loop took ``count`` of the records it held: the thread may hand over that many more."""
-        with self._held_lock:
-            self._held -= count
-            self._update_full()
+        """The loop took ``count`` of the records it held: the reader may hand over that many more."""
+        self._held -= count
+        self._update_full()
 
     def _update_full(self) -> None:
         full = self._held >= self._max_records
         if full and not self._full:
             self._full_since = time.monotonic()
-            self._room.clear()
-        elif not full:
-            self._room.set()
         self._full = full
 
-    def _poll(self, consumer: Consumer) -> None:
-        closing = self._closing
-        while not closing.is_set():
+    async def _poll(self, consumer: Consumer) -> None:
+        interval = _POLL_MIN_S
+        last_taken = 0.0
+        while True:
             try:
-                self._poll_once(consumer)
+                taken = self._poll_once(consumer)
             except Exception as exc:
-                if self._loop.is_closed():
-                    return  # a stopping gateway: nothing is left to hand records to
                 error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
                 if isinstance(error, KafkaError) and error.fatal():
                     # librdkafka cannot go on with this consumer: readiness drops for good.
                     log.error("kafka consumer failed for good: %s", error.str())
                     self._failed = True
                     return
-                # Kept alive: a dead thread would stop consumption without a word.
+                # Kept alive: a dead poller would stop consumption without a word.
                 log.exception("kafka reader: poll failed; polling again")
-                closing.wait(_POLL_S)
+                await asyncio.sleep(_RETRY_S)
+                continue
+            if taken is None:
+                await asyncio.sleep(0)  # a full run was taken: more may be waiting already
+                continue
+            now = time.monotonic()
+            if taken:
+                last_taken = now
+            interval = next_interval(interval, now - last_taken, parked=self._full and not self._paused)
+            await asyncio.sleep(interval)
 
-    def _poll_once(self, consumer: Consumer) -> None:
-        requests = self._requests
-        while not requests.empty():
-            requests.get_nowait()(consumer)
+    def _poll_once(self, consumer: Consumer) -> int | None:
+        """Hand over what librdkafka has fetched, up to what the loop has room for: how many
+        messages were taken, or None when that filled the room (so more may be waiting)."""
         if self._full:
             if not self._paused and time.monotonic() - self._full_since < self._park_s:
-                self._room.wait(_POLL_S)  # parked (module docstring)
-                return
+                return 0  # parked (module docstring)
             self._pause(consumer)
         elif self._paused:
             self._resume(consumer)
-        first = consumer.poll(_POLL_S)
-        if first is None:
-            return
-        # The first record ends the wait; the rest of the run is taken without waiting, up to
-        # what the loop has room for. (Paused partitions return nothing; one assigned while the
-        # loop was full may hand over a run before the next pass pauses it too.)
+        # Paused partitions return nothing; one assigned while the loop was full may hand over a
+        # run before the next pass pauses it too.
         room = max(1, self._max_records - self._held)
-        messages = [first, *consumer.consume(room - 1, 0)] if room > 1 else [first]
+        messages = consumer.consume(room, 0)
+        if not messages:
+            return 0
         records, errors = _split(messages)
         if records:
             self.hold(len(records))
-            self._loop.call_soon_threadsafe(self._on_records, records)
+            self._on_records(records)
         for error in errors:
-            self._loop.call_soon_threadsafe(self._on_error, error)
+            self._on_error(error)
+        return None if len(messages) == room and not self._full else len(messages)
 
     def _pause(self, consumer: Consumer) -> None:
         new = self._assigned - self._paused
@@ -229,7 +231,7 @@ class RecordReader:
         consumer.resume([TopicPartition(topic, part) for topic, part in self._paused])
         self._paused = set()
 
-    # --- kept by the thread -------------------------------------------------------------------
+    # --- librdkafka's callbacks, served by the polls ------------------------------------------
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned = self._assigned | {(tp.topic, tp.partition) for tp in partitions}
@@ -239,7 +241,7 @@ class RecordReader:
         self._assigned = self._assigned - {(tp.topic, tp.partition) for tp in partitions}
 
     def _on_stats(self, stats_json: str) -> None:
-        # An exception here would surface from ``poll`` and could cost the records it returns.
+        # An exception here would surface from ``consume`` and could cost the records it returns.
         try:
             self._read_stats(orjson.loads(stats_json))
         except Exception:
@@ -259,10 +261,9 @@ class RecordReader:
         self._lag = lag
 
     def _on_commit(self, error: KafkaError | None, _partitions: list[TopicPartition]) -> None:
-        waiter, self._commit_waiter = self._commit_waiter, None
-        if waiter is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-                waiter(error)
+        done, self._commit_done = self._commit_done, None
+        if done is not None:
+            _resolve(done, error)
 
     # --- used by the loop ---------------------------------------------------------------------
 
@@ -282,26 +283,20 @@ class RecordReader:
     async def commit(self, offsets: dict[TP, int]) -> None:
         """Commit ``offsets`` (the next offset to read, per partition); one commit at a time.
         Raises ``CommitSkipped`` after a rebalance and ``KafkaException`` for other failures."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[KafkaError | None] = loop.create_future()
+        consumer = self._consumer
+        if consumer is None:
+            raise KafkaException(KafkaError(KafkaError._DESTROY, "the consumer closed"))
+        done: asyncio.Future[KafkaError | None] = asyncio.get_running_loop().create_future()
         self._commit_done = done
-
-        def settle(error: KafkaError | None) -> None:
-            loop.call_soon_threadsafe(_resolve, done, error)
-
         partitions = [TopicPartition(topic, part, offset) for (topic, part), offset in offsets.items()]
-
-        def send(consumer: Consumer) -> None:
-            self._commit_waiter = settle
-            try:
-                consumer.commit(offsets=partitions, asynchronous=True)
-            except Exception as exc:
-                # Settled either way: a commit left waiting would hold every later one.
-                self._commit_waiter = None
-                error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
-                settle(error if isinstance(error, KafkaError) else KafkaError(KafkaError._FAIL, str(exc)))
-
-        self._requests.put(send)
+        try:
+            # The result comes back through ``_on_commit``, served by a later poll.
+            consumer.commit(offsets=partitions, asynchronous=True)
+        except Exception as exc:
+            # Settled either way: a commit left waiting would hold every later one.
+            self._commit_done = None
+            error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+            _resolve(done, error if isinstance(error, KafkaError) else KafkaError(KafkaError._FAIL, str(exc)))
         error = await done
         if error is None or error.code() == KafkaError._NO_OFFSET:  # done, or nothing to commit
             return
@@ -310,19 +305,30 @@ class RecordReader:
         raise KafkaException(error)
 
     async def close(self) -> None:
-        """Stop the thread and leave the group (its partitions go to the other members at once)."""
-        self._closing.set()
-        self._room.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            await asyncio.to_thread(thread.join)
+        """Stop polling and leave the group (its partitions go to the other members at once)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # A commit not heard back about fails instead of waiting; the close below runs in a
+        # worker thread, where a late result must not touch the loop's future.
+        done, self._commit_done = self._commit_done, None
+        if done is not None:
+            _resolve(done, KafkaError(KafkaError._DESTROY, "the consumer closed"))
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await asyncio.to_thread(consumer.close)
         self._reachable = False
-        # A commit the thread never got to (or never heard back about) fails instead of waiting.
-        if self._commit_done is not None:
-            _resolve(self._commit_done, KafkaError(KafkaError._DESTROY, "the consumer closed"))
+
+
+def next_interval(interval: float, since_taken: float, *, parked: bool) -> float:
+    """The wait before the next poll, after one that took nothing new ``since_taken`` seconds
+    after the last that took records. Parked, the next look comes soon too: parking ends as soon
+    as the loop takes records."""
+    if since_taken < _FLOWING_S or parked:
+        return _POLL_MIN_S
+    return min(interval * 2, _POLL_MAX_S)
 
 
 def _resolve(future: asyncio.Future[KafkaError | None], error: KafkaError | None) -> None:
