@@ -187,18 +187,15 @@ class RecordReader:
                 log.exception("kafka reader: poll failed; polling again")
                 await asyncio.sleep(_RETRY_S)
                 continue
-            if taken is None:
-                await asyncio.sleep(0)  # a full run was taken: more may be waiting already
-                continue
             now = time.monotonic()
             if taken:
                 last_taken = now
             interval = next_interval(interval, now - last_taken, parked=self._full and not self._paused)
             await asyncio.sleep(interval)
 
-    def _poll_once(self, consumer: Consumer) -> int | None:
-        """Hand over what librdkafka has fetched, up to what the loop has room for: how many
-        messages were taken, or None when that filled the room (so more may be waiting)."""
+    def _poll_once(self, consumer: Consumer) -> int:
+        """Hand over what librdkafka has fetched, up to what the loop has room for (filling it
+        parks the reader); how many messages were taken."""
         if self._full:
             if not self._paused and time.monotonic() - self._full_since < self._park_s:
                 return 0  # parked (module docstring)
@@ -217,7 +214,7 @@ class RecordReader:
             self._on_records(records)
         for error in errors:
             self._on_error(error)
-        return None if len(messages) == room and not self._full else len(messages)
+        return len(messages)
 
     def _pause(self, consumer: Consumer) -> None:
         new = self._assigned - self._paused
