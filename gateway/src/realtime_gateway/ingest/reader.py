@@ -320,9 +320,9 @@ class RecordReader:
 
 
 def next_interval(interval: float, since_taken: float, *, parked: bool) -> float:
-    """The wait before the next poll, after one that took nothing new ``since_taken`` seconds
-    after the last that took records. Parked, the next look comes soon too: parking ends as soon
-    as the loop takes records."""
+    """The wait before the next poll: ``_POLL_MIN_S`` while records flow (the last came
+    ``since_taken`` seconds ago, within ``_FLOWING_S``) or while parked (parking ends as soon as
+    the loop takes records); otherwise ``interval`` doubled, up to ``_POLL_MAX_S``."""
     if since_taken < _FLOWING_S or parked:
         return _POLL_MIN_S
     return min(interval * 2, _POLL_MAX_S)
