@@ -177,8 +177,8 @@ class RecordReader:
             try:
                 taken = self._poll_once(consumer)
             except Exception as exc:
-                error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
-                if isinstance(error, KafkaError) and error.fatal():
+                error = _kafka_error(exc)
+                if error is not None and error.fatal():
                     # librdkafka cannot go on with this consumer: readiness drops for good.
                     log.error("kafka consumer failed for good: %s", error.str())
                     self._failed = True
@@ -292,8 +292,8 @@ class RecordReader:
         except Exception as exc:
             # Settled either way: a commit left waiting would hold every later one.
             self._commit_done = None
-            error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
-            _resolve(done, error if isinstance(error, KafkaError) else KafkaError(KafkaError._FAIL, str(exc)))
+            error = _kafka_error(exc)
+            _resolve(done, error if error is not None else KafkaError(KafkaError._FAIL, str(exc)))
         error = await done
         if error is None or error.code() == KafkaError._NO_OFFSET:  # done, or nothing to commit
             return
@@ -326,6 +326,12 @@ def next_interval(interval: float, since_taken: float, *, parked: bool) -> float
     if since_taken < _FLOWING_S or parked:
         return _POLL_MIN_S
     return min(interval * 2, _POLL_MAX_S)
+
+
+def _kafka_error(exc: Exception) -> KafkaError | None:
+    """The ``KafkaError`` a confluent-kafka call raised, if that is what it raised."""
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return error if isinstance(error, KafkaError) else None
 
 
 def _resolve(future: asyncio.Future[KafkaError | None], error: KafkaError | None) -> None:
