@@ -14,6 +14,7 @@ from realtime_gateway.observability.tracing import (
     current_trace_headers,
     current_traceparent,
     headers_to_carrier,
+    remote_parent,
     traces_url,
 )
 
@@ -136,3 +137,20 @@ def test_emit_is_recorded_only_inside_a_flow(traced: tuple[Tracing, InMemorySpan
     assert emit.attributes is not None and emit.attributes["realtime.recipients"] == 2
     assert emit.start_time is not None and emit.end_time is not None
     assert emit.end_time - emit.start_time >= 9_000_000
+
+
+def test_a_bus_message_s_trace_continues_on_the_receiving_instance(
+    traced: tuple[Tracing, InMemorySpanExporter],
+) -> None:
+    tracing, exporter = traced
+    with tracing.span("emit location:update", room="order"):
+        traceparent = current_traceparent()
+    assert traceparent
+    with remote_parent(traceparent), tracing.span("deliver", room="order"):
+        pass
+    with remote_parent(None), tracing.span("untraced", room="order"):  # no parent: a trace of its own
+        pass
+    emitted, delivered, untraced = exporter.get_finished_spans()
+    assert delivered.parent is not None and delivered.parent.span_id == emitted.context.span_id
+    assert delivered.context.trace_id == emitted.context.trace_id
+    assert untraced.parent is None and untraced.context.trace_id != emitted.context.trace_id

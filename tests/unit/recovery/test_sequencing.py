@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from realtime_gateway.fanout.message import UNDECODED, decoded, read
 from realtime_gateway.recovery.history import BUS_PREFIX, MemoryHistory
 from realtime_gateway.recovery.manager import HoldingManager
 
@@ -23,8 +24,16 @@ class Recording(HoldingManager):
         return True
 
     async def _deliver(
-        self, room: str, event: str, data: Any, namespaces: Any, skip_sid: Any, sent_at: Any = None
+        self,
+        room: str,
+        event: str,
+        data: Any,
+        namespaces: Any,
+        skip_sid: Any,
+        sent_at: Any = None,
+        body: bytes | None = None,
     ) -> None:
+        data = decoded(data, body)
         self.delivered.append((room, data["offset"] if isinstance(data, dict) and "offset" in data else data))
 
 
@@ -62,3 +71,55 @@ async def test_own_publications_are_skipped() -> None:
     m = Recording()
     await m._on_bus_message(m._prefix + b'{"r":"order:o1","e":"x","d":{}}')
     assert m.delivered == []
+
+
+class Publishing:
+    """A bus that keeps what is published (the Bus protocol, no Redis)."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.published: list[bytes] = []
+
+    def set_handler(self, handler: Any) -> None:
+        pass
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        self.published.append(payload)
+
+    async def subscribe(self, channel: str) -> None:
+        pass
+
+    async def unsubscribe(self, channel: str) -> None:
+        pass
+
+    def channels(self) -> list[str]:
+        return []
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_an_emit_s_message_is_sequenced_by_the_position_in_its_header() -> None:
+    """A room emit publishes its data encoded once, its position in the header: the receiver
+    sequences it without decoding the data, and the data decodes to what was emitted."""
+    history = MemoryHistory()
+    stamped = [
+        (await history.append("o1", "order:status", {"eventId": f"e{i}", "note": "a\nb"}))[1]
+        for i in range(1, 5)
+    ]
+    bus = Publishing()
+    publisher = HoldingManager(bus=bus)
+    for i in (1, 2, 2, 4):  # 2 repeated, 3 lost
+        await publisher.emit_room("order:o1", "order:status", stamped[i - 1])
+
+    header, data, body = read(bus.published[0])
+    assert data is UNDECODED and body is not None
+    assert header["p"] == [stamped[0]["epoch"], 1] and header["r"] == "order:o1"
+    assert decoded(data, body) == stamped[0]
+
+    receiver = Recording()
+    receiver.history = history
+    for payload in bus.published:
+        await receiver._on_bus_message(payload)
+    assert [offset for _, offset in receiver.delivered] == [1, 2, 3, 4]
+    assert (receiver.gaps_filled, receiver.duplicates_dropped) == (2, 1)

@@ -24,6 +24,7 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from realtime_gateway.fanout import message as bus_message
 from realtime_gateway.fanout.bus import Bus
 from realtime_gateway.observability.tracing import current_traceparent, remote_parent
 from realtime_gateway.state.keys import room_channel
@@ -225,20 +226,30 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
     ) -> None:
         """Emit to ``room`` in ``namespaces`` (all when None) on this and every other instance."""
         sent_at = time.time()
-        await self._deliver(room, event, data, namespaces, skip_sid, sent_at)
+        # With a bus, encoded once: for this instance's sockets and, as it is, for the others'.
+        body = _encode_body(_event_args(event, data)) if self.bus is not None else None
+        await self._deliver(room, event, data, namespaces, skip_sid, sent_at, body)
         if self.bus is not None:
-            message = {
+            header = {
                 "r": room,
                 "e": event,
-                "d": data,
                 "n": namespaces,
                 "s": skip_sid,
                 "t": sent_at,
                 # The publishing flow's trace context: the other instances' emits join its trace.
                 "tp": current_traceparent(),
+                **self._header_extras(data),
             }
+            if body is None:  # what orjson refuses goes in the header (and fails there too)
+                payload = self._prefix + orjson.dumps({**header, "d": data})
+            else:
+                payload = bus_message.encode(self._prefix, header, body)
             self.published += 1
-            await self.bus.publish(room_channel(room), self._prefix + orjson.dumps(message))
+            await self.bus.publish(room_channel(room), payload)
+
+    def _header_extras(self, data: Any) -> dict[str, Any]:
+        """More bus message header fields for ``data`` (``fanout/message.py``)."""
+        return {}
 
     async def _deliver(
         self,
@@ -248,9 +259,11 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
         namespaces: Iterable[str] | None,
         skip_sid: str | None,
         sent_at: float | None = None,
+        body: bytes | None = None,
     ) -> None:
+        """Deliver to this instance's members of ``room``; ``body``, when given, is the EVENT
+        packet's JSON array already encoded (``data`` may then be ``UNDECODED``)."""
         rooms = self.rooms
-        body: bytes | None = None
         for namespace in list(rooms) if namespaces is None else namespaces:
             ns_rooms = rooms.get(namespace)
             if ns_rooms is None or room not in ns_rooms:
@@ -275,7 +288,7 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
         if self.after_delivery:
             after = self.after_delivery.get(event)
             if after is not None:
-                await after(room, data)
+                await after(room, bus_message.decoded(data, body))
 
     async def _emit_local(self, event: str, data: Any, namespace: str, room: Any, skip_sid: Any) -> None:
         """python-socketio's ``AsyncManager.emit`` without a callback, minus its task per recipient:
@@ -340,9 +353,8 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
         # delivered those locally, so skip them before decoding.
         if payload.startswith(self._prefix):
             return
-        _, _, body = payload.partition(b"|")
-        message = orjson.loads(body)
-        with remote_parent(message.get("tp")):
+        header, data, body = bus_message.read(payload)
+        with remote_parent(header.get("tp")):
             await self._deliver(
-                message["r"], message["e"], message["d"], message.get("n"), message.get("s"), message.get("t")
+                header["r"], header["e"], data, header.get("n"), header.get("s"), header.get("t"), body
             )

@@ -101,16 +101,23 @@ def current_traceparent() -> str | None:
     return carrier.get(TRACEPARENT)
 
 
-@contextlib.contextmanager
-def remote_parent(traceparent: str | None) -> Iterator[None]:
+def remote_parent(traceparent: str | None) -> contextlib.AbstractContextManager[None]:
     """Run the enclosed code as a continuation of the trace ``traceparent`` names (no-op without).
 
     Used where a flow crosses the Redis fan-out: the publishing instance puts its traceparent in
-    the bus message and the delivering instance records its emit under it.
+    the bus message and the delivering instance records its emit under it. Without one (tracing
+    off) it is a shared no-op, not a generator per bus message.
     """
     if not traceparent:
-        yield
-        return
+        return _NO_PARENT
+    return _attached(traceparent)
+
+
+_NO_PARENT: Final = contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _attached(traceparent: str) -> Iterator[None]:
     token = otel_context.attach(extract_context({TRACEPARENT: traceparent}))
     try:
         yield

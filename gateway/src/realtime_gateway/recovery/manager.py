@@ -20,8 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-import orjson
-
+from realtime_gateway.fanout import message as bus_message
 from realtime_gateway.fanout.emitter import order_of_room
 from realtime_gateway.fanout.manager import RoomFanoutManager
 from realtime_gateway.observability.tracing import remote_parent
@@ -97,6 +96,7 @@ class HoldingManager(RoomFanoutManager):
         namespaces: Iterable[str] | None,
         skip_sid: Any,
         sent_at: float | None = None,
+        body: bytes | None = None,
     ) -> None:
         if self._held:
             spaces = list(self.rooms) if namespaces is None else list(namespaces)
@@ -105,14 +105,20 @@ class HoldingManager(RoomFanoutManager):
                 for sid in list(self.rooms.get(ns, {}).get(room) or ()):
                     buffer = self._held.get(sid)
                     if buffer is not None and sid != skip_sid:
+                        data = bus_message.decoded(data, body)  # the buffer keeps data, not packets
                         buffer.append((ns, room, event, data))
                         held.append(sid)
             if held:
                 skip = [skip_sid, *held] if skip_sid is not None else held
                 # python-socketio's emit takes a list of sids to skip; the base class only passes it on.
-                await super()._deliver(room, event, data, spaces, skip, sent_at)  # type: ignore[arg-type]
+                await super()._deliver(room, event, data, spaces, skip, sent_at, body)  # type: ignore[arg-type]
                 return
-        await super()._deliver(room, event, data, namespaces, skip_sid, sent_at)
+        await super()._deliver(room, event, data, namespaces, skip_sid, sent_at, body)
+
+    def _header_extras(self, data: Any) -> dict[str, Any]:
+        # A stamped event's position travels in the header: receivers sequence it undecoded.
+        position = _position(data)
+        return {} if position is None else {"p": [position.epoch, position.offset]}
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -131,14 +137,13 @@ class HoldingManager(RoomFanoutManager):
     async def _on_bus_message(self, payload: bytes) -> None:
         if payload.startswith(self._prefix):
             return
-        _, _, body = payload.partition(b"|")
-        message = orjson.loads(body)
-        room, data = message["r"], message["d"]
-        position = _position(data)
+        header, data, body = bus_message.read(payload)
+        room = header["r"]
+        position = _position(data) if body is None else _header_position(header)
         if position is None or self.history is None or order_of_room(room) is None:
-            with remote_parent(message.get("tp")):
+            with remote_parent(header.get("tp")):
                 await self._deliver(
-                    room, message["e"], data, message.get("n"), message.get("s"), message.get("t")
+                    room, header["e"], data, header.get("n"), header.get("s"), header.get("t"), body
                 )
             return
         async with self._sequencing:
@@ -155,9 +160,9 @@ class HoldingManager(RoomFanoutManager):
                     if position.offset <= last.offset:
                         return
             self._positions[room] = position
-            with remote_parent(message.get("tp")):
+            with remote_parent(header.get("tp")):
                 await self._deliver(
-                    room, message["e"], data, message.get("n"), message.get("s"), message.get("t")
+                    room, header["e"], data, header.get("n"), header.get("s"), header.get("t"), body
                 )
 
     async def _fill(self, room: str, last: Position) -> Position:
@@ -192,6 +197,13 @@ class HoldingManager(RoomFanoutManager):
             for room, last in list(self._positions.items()):
                 if self.has_local(room):
                     await self._fill(room, last)
+
+
+def _header_position(header: dict[str, Any]) -> Position | None:
+    match header.get("p"):
+        case [str(epoch), int(offset)]:
+            return Position(epoch, offset)
+    return None
 
 
 def _position(data: Any) -> Position | None:
