@@ -88,6 +88,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="X again with each server process held to this share of a core (cgroup); 0 skips it",
     )
     ap.add_argument("--cap-rates", help="comma-separated steps for the CPU-capped X runs")
+    ap.add_argument(
+        "--cap-pairs",
+        type=int,
+        help="capped X pairs (1 then 3 processes) per target, the median reported (default 3; quick 1)",
+    )
     ap.add_argument("--step-seconds", type=float, help="seconds of sending per step")
     ap.add_argument("--connections", type=int, help="idle sockets in C")
     ap.add_argument("--workers", type=int, default=1, help="load-generator processes in L/X")
@@ -134,6 +139,7 @@ def options(args: argparse.Namespace, run_dir: Path) -> Options:
         x_rates=x_rates,
         cap_share=max(0.0, args.cap_share),
         cap_rates=cap_rates,
+        cap_pairs=args.cap_pairs or (1 if quick else 3),
         step_seconds=args.step_seconds or (3.0 if quick else 5.0),
         drain_ms=1500 if quick else 2000,
         connections=args.connections or (1500 if quick else 15000),

@@ -197,6 +197,55 @@ def test_report_gives_x_scaling_from_the_capped_runs() -> None:
     assert "0.25" in steps_table({"X": x})  # the throttled seconds of each capped step
 
 
+def test_x_scaling_is_the_median_of_the_capped_pairs() -> None:
+    from bench.scenarios import CappedPair, median_pair, report, steps_table
+
+    def run(held: float) -> dict[str, Any]:
+        step = {
+            "rate": held / 2,
+            "deliveries_per_s": held,
+            "p50_ms": 1.0,
+            "p95_ms": 2.0,
+            "p99_ms": 3.0,
+            "loss": 0.0,
+            "server_cpu_pct": 30.0,
+            "loadgen_cpu_pct": 10.0,
+            "throttled_s": 1.0,
+        }
+        return {"cpu_share": 0.3, "steps": [step, {**step, "rate": 99999.0}], "best": step}
+
+    ours = {"1cap": run(3900.0), "3cap": run(8638.0)}  # 2.21
+    ours |= {"1cap-2": run(3480.0), "3cap-2": run(11500.0)}  # 3.30
+    ours |= {"1cap-3": run(2780.0), "3cap-3": run(8638.0)}  # 3.11, the median
+    text = report({"X": {"ours": ours, "reference": {}}})
+    lines = text.splitlines()
+    scaling = next(line for line in lines if line.startswith("X: scaling 3 vs 1, each"))
+    assert "(median of 3 pairs)" in scaling and scaling.split()[-2] == "3.11"
+    one = next(line for line in lines if "1 process(es): max held" in line and "capped" in line)
+    assert "2,780" in one  # the median pair's own held rates, not medians taken apart
+    each = next(line for line in lines if line.startswith("X: scaling of each capped pair"))
+    assert "2.21, 3.30, 3.11" in each
+    assert "X1cap-3 ours" in steps_table({"X": {"ours": ours}})
+    # A failed pair has no ratio and is passed over; an even count takes the lower middle.
+    pairs = [
+        CappedPair(None, 9000.0, False),
+        CappedPair(3000.0, 9000.0, False),
+        CappedPair(3000.0, 6000.0, False),
+    ]
+    assert median_pair(pairs) == pairs[2]
+    assert median_pair([CappedPair(None, None, False)]) == CappedPair(None, None, False)
+    assert median_pair([]) is None
+
+
+def test_a_later_capped_pair_starts_three_steps_under_what_one_process_held() -> None:
+    from bench.scenarios import resume_ladder
+
+    rates = [400, 500, 630, 790, 990, 1240, 1560, 1950]
+    assert resume_ladder(rates, 1560.0) == [790, 990, 1240, 1560, 1950]
+    assert resume_ladder(rates, 500.0) == rates
+    assert resume_ladder(rates, None) == rates
+
+
 def test_the_capped_three_process_ladder_starts_below_one_and_a_half_times_one() -> None:
     from bench.scenarios import cap_ladder_from
 

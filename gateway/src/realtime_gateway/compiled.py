@@ -31,6 +31,7 @@ COMPILED_MODULES: Final = (
     "realtime_gateway.fanout.bus",
     "realtime_gateway.fanout.emitter",
     "realtime_gateway.fanout.manager",
+    "realtime_gateway.fanout.message",
     "realtime_gateway.recovery.emitter",
     "realtime_gateway.recovery.history",
     "realtime_gateway.recovery.manager",
