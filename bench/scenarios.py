@@ -373,20 +373,32 @@ async def guarded(what: str, run: Awaitable[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def scenario_l(opts: Options) -> dict[str, Any]:
-    """Both targets' ladders at once, stepped in turn (ours, reference, then the reference first
-    at the next rate, ...), so a minute in which the machine runs slower falls on both: run one
-    after the other, a ladder's verdict has swung with the machine's speed alone."""
+    return await ladders_in_turn(opts, "L", opts.rates, with_redis=False)
+
+
+async def ladders_in_turn(
+    opts: Options, label: str, rates: Sequence[int], with_redis: bool
+) -> dict[str, Any]:
+    """Both targets' one-process ladders at once, stepped in turn (ours, reference, then the
+    reference first at the next rate, ...), so a minute in which the machine runs slower falls
+    on both: run one after the other, a ladder's verdict has swung with the machine's speed alone.
+    ``with_redis``: each target on a Redis of its own."""
     out: dict[str, Any] = {}
     async with contextlib.AsyncExitStack() as stack:
         ladders: dict[str, Ladder] = {}
         for t in opts.targets:
             try:
-                ladders[t] = await stack.enter_async_context(Ladder(t, opts, "L", 1))
-                await ladders[t].warm(opts.rates[0])
+                redis = None
+                if with_redis:
+                    name = f"redis-{label}-{t}"
+                    redis = servers.start_redis(opts.run_dir / name, opts.run_dir / "logs", name)
+                    stack.callback(redis.stop)
+                ladders[t] = await stack.enter_async_context(Ladder(t, opts, label, 1, redis))
+                await ladders[t].warm(rates[0])
             except Exception as exc:
-                out[t] = failure(f"L {t}", exc)
+                out[t] = failure(f"{label} {t}", exc)
         order = [t for t in opts.targets if t in ladders and t not in out]
-        for i, rate in enumerate(opts.rates):
+        for i, rate in enumerate(rates):
             running = [t for t in order if t not in out and not ladders[t].done]
             if not running:
                 break
@@ -394,17 +406,19 @@ async def scenario_l(opts: Options) -> dict[str, Any]:
                 try:
                     await ladders[t].step(rate)
                 except Exception as exc:
-                    out[t] = failure(f"L {t}", exc)
+                    out[t] = failure(f"{label} {t}", exc)
         for t in order:
             out.setdefault(t, ladders[t].result())
     return {t: out[t] for t in opts.targets}
 
 
 async def scenario_x(opts: Options) -> dict[str, Any]:
-    """X1 uncapped (also "L with Redis"); then 1 and 3 processes each held to ``cap_share`` of a
-    core, whose held rates give the scaling. Where no CPU cap can be set, 3 uncapped processes
-    instead (their held rate is then the machine's)."""
-    out: dict[str, Any] = {}
+    """X1 uncapped (also "L with Redis"; both targets stepped in turn, as in L); then 1 and 3
+    processes each held to ``cap_share`` of a core, whose held rates give the scaling. Where no
+    CPU cap can be set, 3 uncapped processes instead (their held rate is then the machine's)."""
+    out: dict[str, Any] = {t: {} for t in opts.targets}
+    for t, result in (await ladders_in_turn(opts, "X1", opts.x_rates, with_redis=True)).items():
+        out[t]["1"] = result
     why_not = cpucap.unavailable() if opts.cap_share > 0 else "not asked for (--cap-share 0)"
     if why_not is not None:
         say(f"X capped: not run, {why_not}")
@@ -423,8 +437,6 @@ async def scenario_x(opts: Options) -> dict[str, Any]:
         return result
 
     for t in opts.targets:
-        out[t] = {}
-        await run(t, "1", 1, None, opts.x_rates)
         if why_not is not None:
             await run(t, "3", 3, None, opts.x_rates)
             continue
@@ -444,7 +456,7 @@ def pair_suffix(i: int) -> str:
 
 
 def resume_ladder(rates: list[int], held: float | None, below: int = 3) -> list[int]:
-    """A later pair's 1-process ladder: from ``below`` steps under what the first one held (the
+    """A later pair's 1-process ladder: from ``below`` steps under what the pair before held (the
     steps further down only cost time; one process held them already)."""
     if not held:
         return rates
