@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import time
 import uuid
@@ -390,8 +389,7 @@ async def ladders_in_turn(
             try:
                 redis = None
                 if with_redis:
-                    name = f"redis-{label}-{t}"
-                    redis = servers.start_redis(opts.run_dir / name, opts.run_dir / "logs", name)
+                    redis = start_redis(opts, label, t)
                     stack.callback(redis.stop)
                 ladders[t] = await stack.enter_async_context(Ladder(t, opts, label, 1, redis))
                 await ladders[t].warm(rates[0])
@@ -412,6 +410,12 @@ async def ladders_in_turn(
     return {t: out[t] for t in opts.targets}
 
 
+def start_redis(opts: Options, label: str, t: str) -> servers.Redis:
+    """A Redis of its own for one target's run ``label``."""
+    name = f"redis-{label}-{t}"
+    return servers.start_redis(opts.run_dir / name, opts.run_dir / "logs", name)
+
+
 async def scenario_x(opts: Options) -> dict[str, Any]:
     """X1 uncapped (also "L with Redis"; both targets stepped in turn, as in L); then 1 and 3
     processes each held to ``cap_share`` of a core, whose held rates give the scaling. Where no
@@ -426,9 +430,7 @@ async def scenario_x(opts: Options) -> dict[str, Any]:
 
     async def run(t: str, key: str, n: int, share: float | None, rates: list[int]) -> dict[str, Any]:
         label = f"X{key}"
-        redis = servers.start_redis(
-            opts.run_dir / f"redis-{label}-{t}", opts.run_dir / "logs", f"redis-{label}-{t}"
-        )
+        redis = start_redis(opts, label, t)
         try:
             result = await guarded(f"{label} {t}", location_run(t, opts, label, n, rates, redis, share))
         finally:
@@ -864,8 +866,8 @@ class CappedPair:
 def capped_pairs(x_res: dict[str, Any], t: str) -> list[CappedPair]:
     """Target ``t``'s capped pairs in the order they ran."""
     pairs: list[CappedPair] = []
-    for i in itertools.count():
-        sfx = pair_suffix(i)
+    while True:
+        sfx = pair_suffix(len(pairs))
         one, three = _g(x_res, t, f"1cap{sfx}"), _g(x_res, t, f"3cap{sfx}")
         if one is None and three is None:
             return pairs
@@ -874,7 +876,6 @@ def capped_pairs(x_res: dict[str, Any], t: str) -> list[CappedPair]:
         pairs.append(
             CappedPair(_g(one, "best", "deliveries_per_s"), _g(three, "best", "deliveries_per_s"), topped)
         )
-    return pairs
 
 
 def median_pair(pairs: list[CappedPair]) -> CappedPair | None:
@@ -996,13 +997,13 @@ def report(results: dict[str, Any]) -> str:
             share, median, pairs = capped
             count = max(len(p) for p in pairs.values())
             which = f" (median of {count} pairs)" if count > 1 else ""
-            for n in ("one", "three"):
+            for procs, held in ((1, "one"), (3, "three")):
                 rows.append(
                     _ratio_row(
-                        f"X capped at {fmt(share, 2)} core per process, {1 if n == 'one' else 3} "
-                        f"process(es): max held deliveries/s{which}",
-                        getattr(median["ours"], n, None),
-                        getattr(median["reference"], n, None),
+                        f"X capped at {fmt(share, 2)} core per process, {procs} process(es): "
+                        f"max held deliveries/s{which}",
+                        getattr(median["ours"], held, None),
+                        getattr(median["reference"], held, None),
                     )
                 )
             rows.append(

@@ -123,3 +123,11 @@ async def test_an_emit_s_message_is_sequenced_by_the_position_in_its_header() ->
         await receiver._on_bus_message(payload)
     assert [offset for _, offset in receiver.delivered] == [1, 2, 3, 4]
     assert (receiver.gaps_filled, receiver.duplicates_dropped) == (2, 1)
+
+
+async def test_data_that_is_not_json_is_refused_for_the_other_instances() -> None:
+    bus = Publishing()
+    publisher = HoldingManager(bus=bus)
+    with pytest.raises(TypeError, match="cannot reach other instances"):
+        await publisher.emit_room("order:o1", "order:status", {"raw": b"\x00"})
+    assert bus.published == [] and publisher.published == 0

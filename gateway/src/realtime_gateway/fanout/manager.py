@@ -240,12 +240,12 @@ class RoomFanoutManager(socketio.AsyncManager):  # type: ignore[misc]
                 "tp": current_traceparent(),
                 **self._header_extras(data),
             }
-            if body is None:  # what orjson refuses goes in the header (and fails there too)
-                payload = self._prefix + orjson.dumps({**header, "d": data})
-            else:
-                payload = bus_message.encode(self._prefix, header, body)
+            if body is None:
+                # The bus message is JSON: what orjson refuses (bytes, ...) reached this
+                # instance's sockets only.
+                raise TypeError(f"{event!r} data is not JSON-serialisable and cannot reach other instances")
             self.published += 1
-            await self.bus.publish(room_channel(room), payload)
+            await self.bus.publish(room_channel(room), bus_message.encode(self._prefix, header, body))
 
     def _header_extras(self, data: Any) -> dict[str, Any]:
         """More bus message header fields for ``data`` (``fanout/message.py``)."""
