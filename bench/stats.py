@@ -151,6 +151,17 @@ def best_held(steps: Sequence[StepResult], p99_limit_ms: float) -> StepResult | 
     return max(held, key=lambda s: s.rate) if held else None
 
 
+def late_clustering(
+    over_by_window: Mapping[str, int] | Mapping[int, int], worst: int = 3
+) -> tuple[int, float | None]:
+    """(events over the limit, the share of them in the ``worst`` windows holding most): a share near
+    1 says the run's tail came in a few bursts (a stall somewhere on the machine), one near
+    ``worst`` / windows that it was spread over the run."""
+    counts = sorted((int(v) for v in over_by_window.values()), reverse=True)
+    total = sum(counts)
+    return total, (sum(counts[:worst]) / total if total else None)
+
+
 def ratio(ours: float | None, reference: float | None) -> float | None:
     if ours is None or reference is None or reference == 0:
         return None

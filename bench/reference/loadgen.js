@@ -4,7 +4,8 @@
 //
 //   argv[2]: path of a JSON config {mode: "L"|"C"|"K", secret, urls, ...} (see bench/loadgen.py)
 //   stdout:  {"type":"ready",...} once set up, then one result line per command, {"type":"bye"} at exit
-//   stdin:   {"cmd":"step",rate,seconds,startAt,drainMs} | {"cmd":"collect",expect,timeoutMs} | {"cmd":"quit"}
+//   stdin:   {"cmd":"step",rate,seconds,startAt,drainMs} | {"cmd":"collect",expect,timeoutMs,from,overMs}
+//            | {"cmd":"quit"}  (collect counts the events later than overMs per 100 ms window)
 //
 // Latency is receive time minus the send time carried in the payload (same machine, same clock),
 // kept as a histogram of whole milliseconds that the orchestrator merges across processes.
@@ -145,16 +146,22 @@ function rssKb(pids) {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ---- latency recording ---------------------------------------------------------------------------
-let window = null; // {from, hist: Map<ms,count>, received, late}
+// {from, hist: Map<ms,count>, received, late, overMs, over: Map<100 ms window, count over overMs>}
+let window = null;
 function record(sentAt) {
   if (!window) return;
   if (sentAt < window.from) {
     window.late++;
     return;
   }
-  const lat = Math.max(0, Date.now() - sentAt);
+  const now = Date.now();
+  const lat = Math.max(0, now - sentAt);
   window.hist.set(lat, (window.hist.get(lat) || 0) + 1);
   window.received++;
+  if (window.overMs !== undefined && lat > window.overMs) {
+    const w = Math.floor(now / 100);
+    window.over.set(w, (window.over.get(w) || 0) + 1);
+  }
 }
 function histObj(h) {
   const o = {};
@@ -319,7 +326,15 @@ async function setupStatus() {
 
 async function collect(cmd) {
   const start = Date.now();
-  window = { from: cmd.from || 0, hist: new Map(), received: 0, late: 0, errors: {} };
+  window = {
+    from: cmd.from || 0,
+    hist: new Map(),
+    received: 0,
+    late: 0,
+    errors: {},
+    overMs: cmd.overMs,
+    over: new Map(),
+  };
   const cpu0 = cpuMs();
   while (Date.now() - start < cmd.timeoutMs) {
     if (cmd.expect && window.received >= cmd.expect) break;
@@ -327,7 +342,14 @@ async function collect(cmd) {
   }
   const w = window;
   window = null;
-  return { type: "collect", expected: cmd.expect, received: w.received, hist: histObj(w.hist), cpuMs: cpuMs() - cpu0 };
+  return {
+    type: "collect",
+    expected: cmd.expect,
+    received: w.received,
+    hist: histObj(w.hist),
+    overByWindow: histObj(w.over),
+    cpuMs: cpuMs() - cpu0,
+  };
 }
 
 async function main() {

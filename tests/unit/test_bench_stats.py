@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bench.stats import Histogram, StepResult, best_held, fmt, merge_all, ratio, table
+from bench.stats import Histogram, StepResult, best_held, fmt, late_clustering, merge_all, ratio, table
 
 pytestmark = pytest.mark.unit
 
@@ -140,10 +140,18 @@ def test_report_tolerates_missing_and_failed_parts() -> None:
 def test_report_gives_k_by_its_median_run_and_lists_each() -> None:
     from bench.scenarios import report
 
-    def run(p50: float, p99: float) -> dict[str, Any]:
-        return {"p50_ms": p50, "p95_ms": p99 / 2, "p99_ms": p99, "loss": 0.0, "server_cpu_pct": 55.0}
+    def run(p50: float, p99: float, over: int, share: float | None) -> dict[str, Any]:
+        return {
+            "p50_ms": p50,
+            "p95_ms": p99 / 2,
+            "p99_ms": p99,
+            "loss": 0.0,
+            "server_cpu_pct": 55.0,
+            "over_target": over,
+            "over_in_worst_windows": share,
+        }
 
-    runs = [run(5.0, 63.0), run(4.0, 18.0), run(6.0, 40.0)]
+    runs = [run(5.0, 63.0, 900, 0.8), run(4.0, 18.0, 0, None), run(6.0, 40.0, 620, 0.5)]
     ours = {
         "status": "ok",
         "rate": 5000,
@@ -159,6 +167,17 @@ def test_report_gives_k_by_its_median_run_and_lists_each() -> None:
     p99_row = next(line for line in text.splitlines() if line.startswith("K: p99 ms"))
     assert p99_row.split()[-2] == "40.0"
     assert "55.0 / 15.0 / 30.0 / 14.0 / 15.0" in text
+    late_row = next(line for line in text.splitlines() if line.startswith("K: events over 25 ms"))
+    assert "900 / 80, 0 / n/a, 620 / 50" in late_row
+
+
+def test_late_clustering_tells_bursts_from_a_spread_tail() -> None:
+    # Three windows hold 90 of 100 late events: the tail came in bursts.
+    assert late_clustering({"1": 40, "2": 30, "3": 20, "4": 5, "5": 5}) == (100, 0.9)
+    # Spread evenly over 50 windows: the three worst hold 6 %.
+    total, share = late_clustering({i: 2 for i in range(50)})
+    assert total == 100 and share == pytest.approx(0.06)
+    assert late_clustering({}) == (0, None)
 
 
 def test_report_gives_x_scaling_from_the_capped_runs() -> None:
