@@ -19,7 +19,16 @@ import orjson
 from bench import cpucap, servers
 from bench.loadgen import Loadgen
 from bench.profiling import PySpy, signal_dump
-from bench.stats import Histogram, StepResult, best_held, fmt, late_clustering, merge_all, table
+from bench.stats import (
+    Histogram,
+    StepResult,
+    best_held,
+    fmt,
+    fmt_percent,
+    late_clustering,
+    merge_all,
+    table,
+)
 
 SECRET = "bench-secret-" + "x" * 32
 API_KEY = "bench-api-key"
@@ -757,11 +766,11 @@ async def scenario_k(opts: Options) -> dict[str, Any]:
                 for name, p in sides
             }
             hist = Histogram.from_json(res["hist"])
-            over, clustered = late_clustering(res.get("overByWindow") or {}, K_WORST_WINDOWS)
+            over, clustered = late_clustering(res["overByWindow"], K_WORST_WINDOWS)
             say(
                 f"K ours run {n + 1}: {res['received']}/{sent} delivered, p50 {fmt(hist.percentile(50))} "
                 f"p95 {fmt(hist.percentile(95))} p99 {fmt(hist.percentile(99))} ms; "
-                f"{over} over {K_TARGET_MS} ms, {fmt(None if clustered is None else 100 * clustered)} % "
+                f"{over} over {K_TARGET_MS} ms, {fmt_percent(clustered)} % "
                 f"of them in the {K_WORST_WINDOWS} worst 100 ms windows"
             )
             return {
@@ -1084,14 +1093,7 @@ def report(results: dict[str, Any]) -> str:
                         f"K: events over {K_TARGET_MS} ms per run / % of them in its "
                         f"{K_WORST_WINDOWS} worst 100 ms windows",
                         ", ".join(
-                            f"{r['over_target']} / "
-                            + fmt(
-                                None
-                                if r["over_in_worst_windows"] is None
-                                else 100 * r["over_in_worst_windows"],
-                                0,
-                            )
-                            for r in runs
+                            f"{r['over_target']} / {fmt_percent(r['over_in_worst_windows'], 0)}" for r in runs
                         ),
                         "",
                         "",

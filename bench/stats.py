@@ -178,6 +178,11 @@ def fmt(value: float | int | str | None, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
+def fmt_percent(share: float | None, digits: int = 1) -> str:
+    """A share (0..1) as a percentage without the sign, ``n/a`` when there is none."""
+    return fmt(None if share is None else 100 * share, digits)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A plain text table with right-aligned columns (the first column left-aligned)."""
     widths = [len(h) for h in headers]

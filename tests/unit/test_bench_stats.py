@@ -6,7 +6,17 @@ from typing import Any
 
 import pytest
 
-from bench.stats import Histogram, StepResult, best_held, fmt, late_clustering, merge_all, ratio, table
+from bench.stats import (
+    Histogram,
+    StepResult,
+    best_held,
+    fmt,
+    fmt_percent,
+    late_clustering,
+    merge_all,
+    ratio,
+    table,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -178,6 +188,7 @@ def test_late_clustering_tells_bursts_from_a_spread_tail() -> None:
     total, share = late_clustering({i: 2 for i in range(50)})
     assert total == 100 and share == pytest.approx(0.06)
     assert late_clustering({}) == (0, None)
+    assert (fmt_percent(0.9), fmt_percent(0.06, 0), fmt_percent(None)) == ("90.0", "6", "n/a")
 
 
 def test_report_gives_x_scaling_from_the_capped_runs() -> None:
