@@ -539,30 +539,61 @@ async def connections_run(t: str, opts: Options) -> dict[str, Any]:
 PRODUCE_TICK_S: Final = 0.005
 
 
-async def produce(
-    bootstrap: str, topic: str, orders: Sequence[dict[str, str]], rate: int, seconds: float
-) -> int:
-    """``order.status_changed`` for ``orders`` in turn, keyed by order id, at ``rate``/s.
+class StatusProducer:
+    """``order.status_changed`` for ``orders`` in turn, keyed by order id, from one producer that
+    lives across K's warm-up and timed runs, as a backend's does: a producer started per run paid
+    its connection setup and first requests inside the run's first 100-300 ms, which alone put
+    110-460 events over K's target in some runs."""
 
-    Each tick's records go out as one batch per partition (aiokafka's ``send_batch``, the key's
-    partition by the default murmur2 partitioner): sending them one by one cost this process ~0.2
-    of a core at 5,000/s, taken from the gateway on a 2-core machine."""
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.partitioner import DefaultPartitioner
+    def __init__(self, bootstrap: str, topic: str, orders: Sequence[dict[str, str]]) -> None:
+        from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
-    await producer.start()
-    partitioner = DefaultPartitioner()
-    partitions = sorted(await producer.partitions_for(topic))
-    # Per order: key, partition (murmur2 is pure Python here) and the payload; ids from a counter.
-    targets = [
-        (key, partitioner(key, partitions, partitions), {"orderId": o["orderId"], "status": "in_transit"})
-        for o in orders
-        for key in [o["orderId"].encode()]
-    ]
-    prefix = uuid.uuid4().hex[:12]
-    sent = 0
-    try:
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
+        self._topic = topic
+        self._orders = orders
+        self._targets: list[tuple[bytes, int, dict[str, str]]] = []
+
+    async def __aenter__(self) -> StatusProducer:
+        from aiokafka.partitioner import DefaultPartitioner
+        from aiokafka.structs import TopicPartition
+
+        producer = self._producer
+        await producer.start()
+        try:
+            partitioner = DefaultPartitioner()
+            partitions = sorted(await producer.partitions_for(self._topic))
+            # Per order: key, partition (murmur2 is pure Python here) and the payload.
+            self._targets = [
+                (
+                    key,
+                    partitioner(key, partitions, partitions),
+                    {"orderId": o["orderId"], "status": "in_transit"},
+                )
+                for o in self._orders
+                for key in [o["orderId"].encode()]
+            ]
+            # The connections to the partitions' leaders open with the first send, not in ``start``.
+            cluster = producer.client.cluster
+            for leader in {cluster.leader_for_partition(TopicPartition(self._topic, p)) for p in partitions}:
+                if not await producer.client.ready(leader):
+                    raise RuntimeError(f"no connection to Kafka node {leader}")
+        except BaseException:
+            await producer.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._producer.stop()
+
+    async def produce(self, rate: int, seconds: float) -> int:
+        """``rate``/s for ``seconds``; returns the number sent, once the broker has them all.
+
+        Each tick's records go out as one batch per partition (aiokafka's ``send_batch``): sending
+        them one by one cost this process ~0.2 of a core at 5,000/s, taken from the gateway on a
+        2-core machine. Event ids are unique per call."""
+        producer, topic, targets = self._producer, self._topic, self._targets
+        prefix = uuid.uuid4().hex[:12]
+        sent = 0
         total = int(rate * seconds)
         start = time.monotonic()
         pending = []
@@ -593,9 +624,7 @@ async def produce(
                 pending.append(await producer.send_batch(batch, topic, partition=part))
             await asyncio.sleep(PRODUCE_TICK_S)
         await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-    return sent
+        return sent
 
 
 async def kafka_floor(
@@ -633,7 +662,8 @@ async def kafka_floor(
         while not consumer.assignment():  # the group is formed before anything is produced
             await consumer.getmany(timeout_ms=100)
         reader = asyncio.create_task(consume())
-        await produce(bootstrap, topic, orders, rate, seconds)
+        async with StatusProducer(bootstrap, topic, orders) as producer:
+            await producer.produce(rate, seconds)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(reader, 30)
     finally:
@@ -698,6 +728,7 @@ async def scenario_k(opts: Options) -> dict[str, Any]:
     kafka = servers.start_kafka(opts.run_dir / "kafka", opts.run_dir / "logs")
     procs: list[servers.Server] = []
     gen: Loadgen | None = None
+    producing = contextlib.AsyncExitStack()
     try:
         await create_topics(kafka.bootstrap, 6)
         try:
@@ -716,10 +747,11 @@ async def scenario_k(opts: Options) -> dict[str, Any]:
         }
         gen = Loadgen("K-ours-loadgen", cfg, opts.run_dir / "logs")
         await gen.start(wait_s=120)
+        producer = await producing.enter_async_context(StatusProducer(kafka.bootstrap, topic, orders))
         # Warm-up: the consumer group must have its partitions before the timed run.
         warm_from = int(time.time() * 1000)
         await gen.send({"cmd": "collect", "expect": 50, "timeoutMs": 60000, "from": warm_from})
-        await produce(kafka.bootstrap, topic, orders, 50, 1.0)
+        await producer.produce(50, 1.0)
         warm = await gen.read(90)
         if warm["received"] < 50:
             out["ours"] = {
@@ -730,7 +762,7 @@ async def scenario_k(opts: Options) -> dict[str, Any]:
         # fetch sizes settle there, and the timed run measures the steady state.
         warm_n = int(opts.k_rate * K_WARM_SECONDS)
         await gen.send({"cmd": "collect", "expect": warm_n, "timeoutMs": 60000, "from": warm_from})
-        await produce(kafka.bootstrap, topic, orders, opts.k_rate, K_WARM_SECONDS)
+        await producer.produce(opts.k_rate, K_WARM_SECONDS)
         await gen.read(90)
         runs = 1 if opts.quick else K_RUNS
         say(f"K ours: consumer warm, producing {opts.k_rate}/s for {opts.k_seconds}s, {runs} time(s)")
@@ -754,7 +786,7 @@ async def scenario_k(opts: Options) -> dict[str, Any]:
             profiled = opts.profile and n == 0
             spy = PySpy(procs[0].pid, opts.run_dir / "K-ours-pyspy.txt") if profiled else None
             t0, own_cpu0 = time.monotonic(), time.process_time()
-            sent = await produce(kafka.bootstrap, topic, orders, opts.k_rate, opts.k_seconds)
+            sent = await producer.produce(opts.k_rate, opts.k_seconds)
             produce_s, producer_cpu = time.monotonic() - t0, time.process_time() - own_cpu0
             res = await gen.read(opts.k_seconds + 60)
             if spy is not None:
@@ -817,6 +849,7 @@ async def scenario_k(opts: Options) -> dict[str, Any]:
             ],
         }
         # The same load without the gateway, once its processes are gone.
+        await producing.aclose()
         await gen.close()
         gen = None
         servers.stop_all(procs)
@@ -826,6 +859,7 @@ async def scenario_k(opts: Options) -> dict[str, Any]:
         )
         say(f"K Kafka alone: p50 {fmt(floor['p50_ms'])} p99 {fmt(floor['p99_ms'])} ms")
     finally:
+        await producing.aclose()
         if gen is not None:
             await gen.close()
         servers.stop_all(procs)
