@@ -543,7 +543,7 @@ class StatusProducer:
     """``order.status_changed`` for ``orders`` in turn, keyed by order id, from one producer that
     lives across K's warm-up and timed runs, as a backend's does: a producer started per run paid
     its connection setup and first requests inside the run's first 100-300 ms, which alone put
-    110-460 events over K's target in some runs."""
+    113 and 464 events over K's target in two of twelve runs."""
 
     def __init__(self, bootstrap: str, topic: str, orders: Sequence[dict[str, str]]) -> None:
         from aiokafka import AIOKafkaProducer
