@@ -320,11 +320,11 @@ def start_kafka(workdir: Path, log_dir: Path, partitions: int = 6) -> Kafka:
         capture_output=True,
         timeout=120,
     )
-    # ZGC, not G1: with the gateway, Redis and the clients on the same two cores, G1's young pauses
-    # stretched to 6-28 ms every 4 s (its workers waiting for a core mid-pause), and most of K's
-    # 100 ms windows with late events began within 100 ms of one; ZGC's pauses stay under a
-    # millisecond. A broker on machines of its own would not stall that way. The heap is Kafka's
-    # start-script default (1 GB); the GC log is kept beside the broker's for matching stalls up.
+    # ZGC, not G1: on two cores shared with the gateway, Redis and the clients, G1's young pauses
+    # took 6-28 ms every 4 s, and most of K's 100 ms windows with late events began within 100 ms
+    # of one; ZGC's pauses stay under a millisecond. A broker on machines of its own would not
+    # share its cores that way. The heap is Kafka's start-script default (1 GB). The GC log sits
+    # beside the broker's own, to line K's late windows up with collections.
     argv = [
         java,
         "-Xms1g",
