@@ -9,23 +9,13 @@ from collections import defaultdict
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.scenarios import StatusProducer, make_orders
 from realtime_gateway.ingest.envelope import OrderStatusChanged, parse_event
-from tests.support.kafka_fixtures import unique_name
+from tests.support.kafka_fixtures import create_topic, unique_name
 from tests.support.kafka_server import KafkaBroker
 
 pytestmark = pytest.mark.integration
-
-
-async def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
-    finally:
-        await admin.close()
 
 
 async def _read(
@@ -50,7 +40,7 @@ async def test_one_producer_sends_every_call_as_contract_events_keyed_by_order(
     kafka_broker: KafkaBroker,
 ) -> None:
     topic = unique_name("bench-status")
-    await _create_topic(kafka_broker.bootstrap, topic, 3)
+    await create_topic(kafka_broker.bootstrap, topic, 3)
     orders = make_orders(7, "bp")
     async with StatusProducer(kafka_broker.bootstrap, topic, orders) as producer:
         started = time.monotonic()

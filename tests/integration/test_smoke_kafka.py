@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.support import kafka_server
-from tests.support.deploy import eventually
-from tests.support.kafka_fixtures import unique_name
+from tests.support.kafka_fixtures import create_topic, unique_name
 from tests.support.kafka_server import KafkaBroker
 
 pytestmark = pytest.mark.integration
@@ -21,26 +19,6 @@ RECORDS = 30
 PARTITIONS = 3
 
 Position = tuple[int, int]  # (partition, offset)
-
-
-async def _create_topic(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        response = await admin.create_topics(
-            [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
-        )
-        assert [code for _, code, *_ in response.topic_errors] == [0]
-
-        # The controller answers once the topic is committed; a fresh broker's metadata cache
-        # can lag it by a moment, so describe until it shows every partition.
-        async def described() -> bool:
-            [topic_info] = await admin.describe_topics([topic])
-            return len(topic_info["partitions"]) == partitions
-
-        await eventually(described, within=15.0, what=f"{topic}'s {partitions} partitions")
-    finally:
-        await admin.close()
 
 
 async def _produce(bootstrap: str, topic: str, count: int) -> dict[Position, str]:
@@ -106,7 +84,7 @@ async def _consume_and_commit_half(
 async def test_consumer_group_resumes_from_committed_offsets(kafka_broker: KafkaBroker) -> None:
     bootstrap = kafka_broker.bootstrap
     topic, group = unique_name("smoke"), unique_name("smoke-group")
-    await _create_topic(bootstrap, topic)
+    await create_topic(bootstrap, topic, PARTITIONS)
     landed = await _produce(bootstrap, topic, RECORDS)
     assert len(landed) == RECORDS
 
@@ -138,7 +116,7 @@ async def test_consumer_group_resumes_from_committed_offsets(kafka_broker: Kafka
 async def test_broker_restart_keeps_topics_and_committed_offsets(kafka_fresh: KafkaBroker) -> None:
     bootstrap = kafka_fresh.bootstrap
     topic, group = unique_name("restart"), unique_name("restart-group")
-    await _create_topic(bootstrap, topic)
+    await create_topic(bootstrap, topic, PARTITIONS)
     landed = await _produce(bootstrap, topic, RECORDS)
     first_done, commit = await _consume_and_commit_half(bootstrap, topic, group)
 
