@@ -14,7 +14,7 @@ import pytest
 
 from bench.loadgen import Loadgen
 from bench.run import ensure_node_modules
-from bench.scenarios import API_KEY, SECRET, authorize_orders, make_orders
+from bench.scenarios import API_KEY, SECRET, authorize_orders, envelope, make_orders, post_events
 from realtime_contract import Env
 from tests.support.gateway_fixtures import EmbeddedFactory
 
@@ -68,6 +68,36 @@ async def test_location_step_delivers_every_update_to_both_subscribers(
     # Each update reached the order's customer and admin, and each carried its send time.
     assert result["received"] == result["expected"] == 200
     assert sum(result["hist"].values()) == 200
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_status_collect_counts_every_order_status_with_its_age(
+    embedded_factory: EmbeddedFactory, tmp_path: Path, client: str
+) -> None:
+    """Scenario K's side: each customer gets its order's ``order:status`` and times it from
+    ``occurredAt``."""
+    url = await _gateway_url(embedded_factory)
+    orders = make_orders(5, f"lk-{uuid.uuid4().hex[:6]}")
+    await authorize_orders(url, orders)
+    config = {"mode": "K", "secret": SECRET, "urls": [url], "orders": orders, "client": client}
+    gen = Loadgen(f"status-{client}", config, tmp_path)
+    try:
+        ready = await gen.start(wait_s=60)
+        assert ready["sockets"] == 5, ready
+        started = int(time.time() * 1000)
+        await gen.send({"cmd": "collect", "expect": 10, "timeoutMs": 10000, "from": started, "overMs": 25})
+        statuses = [
+            envelope("order.status_changed", {"orderId": o["orderId"], "status": status})
+            for status in ("picked_up", "in_transit")
+            for o in orders
+        ]
+        await post_events(url, [statuses])
+        result = await gen.read(30)
+    finally:
+        await gen.close()
+    assert (result["expected"], result["received"]) == (10, 10), result
+    ages = result["hist"]
+    assert sum(ages.values()) == 10 and all(0 <= int(ms) < 10000 for ms in ages), ages
 
 
 @pytest.mark.parametrize("client", CLIENTS)
