@@ -100,7 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--client",
         choices=("lean", "socket.io"),
         default="lean",
-        help="L's and K's generator client: lean.js (default) or socket.io-client (C and X keep it)",
+        help="L's generator client: lean.js (default) or socket.io-client (C, X and K use socket.io-client)",
     )
     ap.add_argument("--k-rate", type=int, default=5000, help="order.status_changed events/s in K")
     ap.add_argument("--targets", default="ours,reference", help="comma-separated subset of ours,reference")

@@ -49,7 +49,7 @@ class Options:
     run_dir: Path
     quick: bool = False
     workers: int = 1
-    # L's and K's generator client: "lean" (bench/reference/lean.js) or "socket.io" (socket.io-client).
+    # L's generator client: "lean" (bench/reference/lean.js) or "socket.io" (socket.io-client).
     client: str = "lean"
     orders: int = 300
     rates: list[int] = field(default_factory=list)
@@ -743,9 +743,9 @@ async def scenario_k(opts: Options) -> dict[str, Any]:
             "secret": SECRET,
             "urls": [procs[0].url],
             "orders": orders,
-            # Like L, lean.js by default: the clients share the two cores with the gateway, and
-            # took 15-17 % of a core for K with socket.io-client against 11-12 % with lean.js.
-            "client": opts.client,
+            # socket.io-client: lean.js took 4 points of a core less here, but in three interleaved
+            # pairs its runs were not faster (docs/benchmarks.md, seventeenth round).
+            "client": "socket.io",
             "localAddresses": opts.local_addresses,
         }
         gen = Loadgen("K-ours-loadgen", cfg, opts.run_dir / "logs")
