@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,6 +24,7 @@ from bench.profiling import PySpy, signal_dump
 from bench.stats import (
     Histogram,
     StepResult,
+    after_stalls,
     best_held,
     fmt,
     fmt_percent,
@@ -708,6 +711,29 @@ K_RUNS: Final = 3
 K_TARGET_MS: Final = 25
 # Windows of 100 ms that "a few bursts" means.
 K_WORST_WINDOWS: Final = 3
+# A wake-up of the stall probe (bench/probe.py) this late says the machine stalled.
+K_STALL_MS: Final = 10.0
+
+
+async def start_probe(seconds: float) -> asyncio.subprocess.Process:
+    """The stall probe for ``seconds``, started now (read its answer with ``read_probe``)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.probe",
+        str(seconds),
+        cwd=servers.REPO,
+        stdout=asyncio.subprocess.PIPE,
+    )
+
+
+async def read_probe(probe: asyncio.subprocess.Process) -> dict[str, float]:
+    """The probe's latest wake-up per 100 ms window (ms), once it has ended."""
+    out, _ = await asyncio.wait_for(probe.communicate(), 30)
+    if probe.returncode != 0:
+        raise RuntimeError(f"the stall probe exited with {probe.returncode}")
+    late: dict[str, float] = json.loads(out.splitlines()[-1])["late"]
+    return late
 
 
 async def scenario_k(opts: Options) -> dict[str, Any]:
@@ -788,10 +814,22 @@ async def scenario_k(opts: Options) -> dict[str, Any]:
             )
             profiled = opts.profile and n == 0
             spy = PySpy(procs[0].pid, opts.run_dir / "K-ours-pyspy.txt") if profiled else None
+            probe = await start_probe(opts.k_seconds + 1)
             t0, own_cpu0 = time.monotonic(), time.process_time()
             sent = await producer.produce(opts.k_rate, opts.k_seconds)
             produce_s, producer_cpu = time.monotonic() - t0, time.process_time() - own_cpu0
             res = await gen.read(opts.k_seconds + 60)
+            probe_late = await read_probe(probe)
+            # Per 100 ms window, for a look at where a run's late events came from: the late events,
+            # the clients' garbage collections (ms) and the probe's late wake-ups (ms).
+            windows = {
+                "startMs": start_ms,
+                "over": res["overByWindow"],
+                "clientGc": res["gcByWindow"],
+                "probe": probe_late,
+            }
+            (opts.run_dir / f"K-windows-{n + 1}.json").write_text(json.dumps(windows))
+            client_gc = res["gcByWindow"].values()
             if spy is not None:
                 (opts.run_dir / "profile-K-ours.txt").write_text(spy.stop())
                 say(f"K ours: py-spy profile in {opts.run_dir / 'profile-K-ours.txt'}")
@@ -802,11 +840,14 @@ async def scenario_k(opts: Options) -> dict[str, Any]:
             }
             hist = Histogram.from_json(res["hist"])
             over, clustered = late_clustering(res["overByWindow"], K_WORST_WINDOWS)
+            stalls, after = after_stalls(res["overByWindow"], probe_late, K_STALL_MS)
             say(
                 f"K ours run {n + 1}: {res['received']}/{sent} delivered, p50 {fmt(hist.percentile(50))} "
                 f"p95 {fmt(hist.percentile(95))} p99 {fmt(hist.percentile(99))} ms; "
                 f"{over} over {K_TARGET_MS} ms, {fmt_percent(clustered)} % "
-                f"of them in the {K_WORST_WINDOWS} worst 100 ms windows"
+                f"of them in the {K_WORST_WINDOWS} worst 100 ms windows, {fmt_percent(after)} % "
+                f"within 300 ms after one of the {stalls} windows the probe stalled {K_STALL_MS:g} ms+; "
+                f"clients' GC at most {fmt(max(client_gc, default=0.0))} ms per 100 ms"
             )
             return {
                 "status": "ok",
@@ -821,6 +862,10 @@ async def scenario_k(opts: Options) -> dict[str, Any]:
                 "max_ms": float(max(hist.counts)) if hist.counts else None,
                 "over_target": over,
                 "over_in_worst_windows": clustered,
+                "probe_stalls": stalls,
+                "probe_max_late_ms": max(probe_late.values(), default=0.0),
+                "over_after_stalls": after,
+                "client_gc_max_ms": round(max(client_gc, default=0.0), 1),
                 "server_cpu_pct": round(100 * cpu / produce_s, 1),
                 "loadgen_cpu_pct": round(100 * res["cpuMs"] / 1000 / produce_s, 1),
                 "producer_cpu_pct": round(100 * producer_cpu / produce_s, 1),
@@ -828,7 +873,15 @@ async def scenario_k(opts: Options) -> dict[str, Any]:
                 "redis_cpu_pct": side["redis"],
             }
 
-        done = [await timed_run(n) for n in range(runs)]
+        # This process is K's producer; what it holds from the warm-up and earlier scenarios is
+        # kept out of its collector's full passes, which took 14-31 ms in K's runs otherwise
+        # (events stamped before such a pause wait it out before they are sent).
+        gc.collect()
+        gc.freeze()
+        try:
+            done = [await timed_run(n) for n in range(runs)]
+        finally:
+            gc.unfreeze()
         # The run with the median p99 stands for the scenario (the worst loss of any run with it);
         # on two shared cores one 10 s run's tail swings by a factor of three.
         by_p99 = sorted(done, key=lambda r: r["p99_ms"] if r["p99_ms"] is not None else float("inf"))
@@ -846,6 +899,10 @@ async def scenario_k(opts: Options) -> dict[str, Any]:
                         "server_cpu_pct",
                         "over_target",
                         "over_in_worst_windows",
+                        "probe_stalls",
+                        "probe_max_late_ms",
+                        "over_after_stalls",
+                        "client_gc_max_ms",
                     )
                 }
                 for r in done
@@ -1131,6 +1188,20 @@ def report(results: dict[str, Any]) -> str:
                         f"{K_WORST_WINDOWS} worst 100 ms windows",
                         ", ".join(
                             f"{r['over_target']} / {fmt_percent(r['over_in_worst_windows'], 0)}" for r in runs
+                        ),
+                        "",
+                        "",
+                    ]
+                )
+            if runs and all(r.get("probe_stalls") is not None for r in runs):
+                rows.append(
+                    [
+                        f"K: probe stalls of {K_STALL_MS:g} ms+ per run (longest ms) / % of the late "
+                        "events within 300 ms after one / clients' GC ms per 100 ms at most",
+                        ", ".join(
+                            f"{r['probe_stalls']} ({fmt(r['probe_max_late_ms'], 0)}) / "
+                            f"{fmt_percent(r['over_after_stalls'], 0)} / {fmt(r.get('client_gc_max_ms'))}"
+                            for r in runs
                         ),
                         "",
                         "",

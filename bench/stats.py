@@ -162,6 +162,27 @@ def late_clustering(
     return total, (sum(counts[:worst]) / total if total else None)
 
 
+def after_stalls(
+    over_by_window: Mapping[str, int] | Mapping[int, int],
+    probe_late: Mapping[str, float] | Mapping[int, float],
+    stall_ms: float = 10.0,
+    lookback: int = 3,
+) -> tuple[int, float | None]:
+    """(windows in which the stall probe woke ``stall_ms`` or more late, the share of the late
+    events received in such a window or in the ``lookback`` windows after one). A share near 1
+    says the run's tail followed stalls of the machine; near 0, that the tail was the path's own."""
+    stalls = {int(w) for w, ms in probe_late.items() if ms >= stall_ms}
+    total = sum(int(n) for n in over_by_window.values())
+    if not total:
+        return len(stalls), None
+    after = sum(
+        int(n)
+        for w, n in over_by_window.items()
+        if any(int(w) - back in stalls for back in range(lookback + 1))
+    )
+    return len(stalls), after / total
+
+
 def ratio(ours: float | None, reference: float | None) -> float | None:
     if ours is None or reference is None or reference == 0:
         return None

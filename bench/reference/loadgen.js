@@ -148,6 +148,17 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // ---- latency recording ---------------------------------------------------------------------------
 // {from, hist: Map<ms,count>, received, late, overMs, over: Map<100 ms window, count over overMs>}
 let window = null;
+// The generator's own garbage collections per 100 ms window (ms paused), while a window is open:
+// a pause delays every receive time taken in it, so the report can tell the generator's tail
+// from the server's.
+const { PerformanceObserver, performance } = require("node:perf_hooks");
+new PerformanceObserver((list) => {
+  if (!window) return;
+  for (const e of list.getEntries()) {
+    const w = Math.floor((performance.timeOrigin + e.startTime + e.duration) / 100);
+    window.gc.set(w, (window.gc.get(w) || 0) + e.duration);
+  }
+}).observe({ entryTypes: ["gc"] });
 function record(sentAt) {
   if (!window) return;
   if (sentAt < window.from) {
@@ -334,6 +345,7 @@ async function collect(cmd) {
     errors: {},
     overMs: cmd.overMs,
     over: new Map(),
+    gc: new Map(),
   };
   const cpu0 = cpuMs();
   while (Date.now() - start < cmd.timeoutMs) {
@@ -348,6 +360,7 @@ async function collect(cmd) {
     received: w.received,
     hist: histObj(w.hist),
     overByWindow: histObj(w.over),
+    gcByWindow: histObj(w.gc),
     cpuMs: cpuMs() - cpu0,
   };
 }

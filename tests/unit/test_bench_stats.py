@@ -9,6 +9,7 @@ import pytest
 from bench.stats import (
     Histogram,
     StepResult,
+    after_stalls,
     best_held,
     fmt,
     fmt_percent,
@@ -150,7 +151,7 @@ def test_report_tolerates_missing_and_failed_parts() -> None:
 def test_report_gives_k_by_its_median_run_and_lists_each() -> None:
     from bench.scenarios import report
 
-    def run(p50: float, p99: float, over: int, share: float | None) -> dict[str, Any]:
+    def run(p50: float, p99: float, over: int, share: float | None, stalls: int) -> dict[str, Any]:
         return {
             "p50_ms": p50,
             "p95_ms": p99 / 2,
@@ -159,9 +160,13 @@ def test_report_gives_k_by_its_median_run_and_lists_each() -> None:
             "server_cpu_pct": 55.0,
             "over_target": over,
             "over_in_worst_windows": share,
+            "probe_stalls": stalls,
+            "probe_max_late_ms": 10.0 * stalls,
+            "over_after_stalls": share and share / 2,
+            "client_gc_max_ms": 1.5,
         }
 
-    runs = [run(5.0, 63.0, 900, 0.8), run(4.0, 18.0, 0, None), run(6.0, 40.0, 620, 0.5)]
+    runs = [run(5.0, 63.0, 900, 0.8, 4), run(4.0, 18.0, 0, None, 0), run(6.0, 40.0, 620, 0.5, 2)]
     ours = {
         "status": "ok",
         "rate": 5000,
@@ -179,6 +184,21 @@ def test_report_gives_k_by_its_median_run_and_lists_each() -> None:
     assert "55.0 / 15.0 / 30.0 / 14.0 / 15.0" in text
     late_row = next(line for line in text.splitlines() if line.startswith("K: events over 25 ms"))
     assert "900 / 80, 0 / n/a, 620 / 50" in late_row
+    stall_row = next(line for line in text.splitlines() if line.startswith("K: probe stalls"))
+    assert "4 (40) / 40 / 1.5, 0 (0) / n/a / 1.5, 2 (20) / 25 / 1.5" in stall_row
+
+
+def test_after_stalls_counts_the_late_events_that_followed_a_stall_of_the_machine() -> None:
+    # The probe stalled 12 ms in window 100 and 50 ms in 200 (5 ms in 300: not a stall).
+    probe = {"100": 12.0, "200": 50.0, "300": 5.0}
+    # Late events in 100 and 103 follow the first stall, 201 the second; 104 and 300 follow none.
+    over = {"100": 10, "103": 20, "104": 30, "201": 30, "300": 10}
+    stalls, share = after_stalls(over, probe)
+    assert stalls == 2 and share == pytest.approx(0.6)
+    # Keys as ints (the same windows), no late event, no stall.
+    assert after_stalls({104: 5}, {100: 11.0}, lookback=4) == (1, 1.0)
+    assert after_stalls({}, probe) == (2, None)
+    assert after_stalls(over, {}) == (0, 0.0)
 
 
 def test_late_clustering_tells_bursts_from_a_spread_tail() -> None:
