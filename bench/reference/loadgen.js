@@ -148,12 +148,12 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // ---- latency recording ---------------------------------------------------------------------------
 // {from, hist: Map<ms,count>, received, late, overMs, over: Map<100 ms window, count over overMs>}
 let window = null;
-// The generator's own garbage collections per 100 ms window (ms paused), while a window is open:
-// a pause delays every receive time taken in it, so the report can tell the generator's tail
-// from the server's.
+// The generator's own garbage collections per 100 ms window (ms paused), while a collect window
+// (K's) is open: a pause delays every receive time taken in it, so the report can tell the
+// generator's tail from the server's.
 const { PerformanceObserver, performance } = require("node:perf_hooks");
 new PerformanceObserver((list) => {
-  if (!window) return;
+  if (!window || !window.gc) return;
   for (const e of list.getEntries()) {
     const w = Math.floor((performance.timeOrigin + e.startTime + e.duration) / 100);
     window.gc.set(w, (window.gc.get(w) || 0) + e.duration);
