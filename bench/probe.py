@@ -2,8 +2,8 @@
 it woke.
 
 It does almost nothing, so the scheduler wakes it promptly whenever a core is free: a wake-up
-10 ms or more late says that for that long nothing of the machine's ran it, the whole VM paused
-or every core was taken. K runs it beside each timed run and asks how many of the run's late
+10 ms or more late says that for that long no core ran it, because the whole VM paused or every
+core was taken. K runs it beside each timed run and asks how many of the run's late
 events came right after such a stall (``bench.stats.after_stalls``), which tells a stall of the
 machine from a tail of the gateway's own.
 
@@ -40,10 +40,11 @@ def watch(seconds: float) -> dict[int, float]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m bench.probe SECONDS", file=sys.stderr)
+    try:
+        (seconds,) = (float(arg) for arg in argv[1:])
+    except ValueError:
+        print("usage: python -m bench.probe SECONDS (a number)", file=sys.stderr)
         return 2
-    seconds = float(argv[1])
     print(json.dumps({"started": time.time()}), flush=True)
     print(json.dumps({"intervalMs": INTERVAL_S * 1000, "late": watch(seconds)}), flush=True)
     return 0

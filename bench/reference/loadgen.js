@@ -146,7 +146,8 @@ function rssKb(pids) {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ---- latency recording ---------------------------------------------------------------------------
-// {from, hist: Map<ms,count>, received, late, overMs, over: Map<100 ms window, count over overMs>}
+// {from, hist: Map<ms,count>, received, late, overMs, over: Map<100 ms window, count over overMs>,
+//  gc: Map<100 ms window, GC ms> (K's collect only)}
 let window = null;
 // The generator's own garbage collections per 100 ms window (ms paused), while a collect window
 // (K's) is open: a pause delays every receive time taken in it, so the report can tell the

@@ -40,8 +40,9 @@ def test_a_stopped_probe_reports_how_late_it_woke() -> None:
     assert int(stopped_at * 10) <= stall[0] <= int(stopped_at * 10) + 5
 
 
-def test_the_probe_refuses_a_missing_duration() -> None:
+@pytest.mark.parametrize("args", [[], ["soon"], ["1", "2"]])
+def test_the_probe_refuses_anything_but_one_duration(args: list[str]) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "bench.probe"], cwd=REPO, capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "bench.probe", *args], cwd=REPO, capture_output=True, text=True, timeout=30
     )
-    assert result.returncode == 2 and "usage" in result.stderr
+    assert result.returncode == 2 and "usage" in result.stderr and not result.stdout
