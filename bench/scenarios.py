@@ -815,11 +815,16 @@ async def scenario_k(opts: Options) -> dict[str, Any]:
             profiled = opts.profile and n == 0
             spy = PySpy(procs[0].pid, opts.run_dir / "K-ours-pyspy.txt") if profiled else None
             probe = await start_probe(opts.k_seconds + 1)
-            t0, own_cpu0 = time.monotonic(), time.process_time()
-            sent = await producer.produce(opts.k_rate, opts.k_seconds)
-            produce_s, producer_cpu = time.monotonic() - t0, time.process_time() - own_cpu0
-            res = await gen.read(opts.k_seconds + 60)
-            probe_late = await read_probe(probe)
+            try:
+                t0, own_cpu0 = time.monotonic(), time.process_time()
+                sent = await producer.produce(opts.k_rate, opts.k_seconds)
+                produce_s, producer_cpu = time.monotonic() - t0, time.process_time() - own_cpu0
+                res = await gen.read(opts.k_seconds + 60)
+                probe_late = await read_probe(probe)
+            finally:
+                if probe.returncode is None:  # the run failed: its probe has nothing to tell
+                    probe.kill()
+                    await probe.wait()
             # Per 100 ms window, for a look at where a run's late events came from: the late events,
             # the clients' garbage collections (ms) and the probe's late wake-ups (ms).
             windows = {
