@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from realtime_contract import Env
+from realtime_gateway.recovery.resilience import RedisBreaker
 from realtime_gateway.state import keys
 from realtime_gateway.state.redis_store import RedisOrderAccessStore
 from tests.integration.reliability.conftest import LoggingClient, post_events, status_event, uid
 from tests.support.deploy import eventually
-from tests.support.gateway_fixtures import GatewayFactory, mint_token
+from tests.support.gateway_fixtures import EmbeddedFactory, GatewayFactory, mint_token
 from tests.support.procs import wait_until
 from tests.support.redis_server import RedisServer
 
@@ -73,5 +75,61 @@ async def test_breaker_readiness_and_rebuild_after_a_redis_crash(
         await c2.connect(auth={"reconnectToken": session["reconnectToken"]})
         assert (await c2.next("session"))["subscriptions"] == [order_id]
         await c2.disconnect()
+    finally:
+        await redis.aclose()
+
+
+async def test_a_rebuild_during_a_connect_leaves_that_socket_one_session_with_the_new_token(
+    embedded_factory: EmbeddedFactory, redis_url: str
+) -> None:
+    """A rebuild after a data loss that meets a socket still restoring its subscriptions (in
+    ``handlers.conns``, its ``session`` not sent yet) gives it the new token without an event of
+    its own: the connect's ``session`` carries the token and every restored order."""
+    embedded = await embedded_factory(**{Env.REDIS_URL: redis_url})
+    gateway = embedded.gateway
+    breakers = [getattr(g, "__self__", None) for g in gateway.handlers.event_guards]
+    breaker = next(b for b in breakers if isinstance(b, RedisBreaker))
+    customer, order_id = uid("cust"), uid("order")
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        await RedisOrderAccessStore(redis).record_created(order_id, customer)
+        a = LoggingClient(embedded.url, "/client")
+        await a.connect(token=mint_token(customer, "customer"))
+        assert (await a.call("order:subscribe", {"orderId": order_id}))["ok"] is True
+        token = (await a.next("session"))["reconnectToken"]
+        await a.disconnect()
+
+        # Hold the restore of the order on its access lookup, with the socket half open.
+        orders = gateway.stores.orders
+        lookup, reached, release = orders.get, asyncio.Event(), asyncio.Event()
+
+        async def held_get(order: str) -> Any:
+            reached.set()
+            await release.wait()
+            return await lookup(order)
+
+        orders.get = held_get  # type: ignore[method-assign]
+        b = LoggingClient(embedded.url, "/client")
+        connecting = asyncio.create_task(b.connect(auth={"reconnectToken": token}))
+        await asyncio.wait_for(reached.wait(), 10)
+        (half_open,) = [c for c in gateway.handlers.conns.values() if c.claims.user_id == customer]
+        assert not half_open.announced
+        issued_at_connect = half_open.reconnect_token
+        await breaker._rebuild(True)
+        release.set()
+        await connecting
+        orders.get = lookup  # type: ignore[method-assign]
+
+        session = await b.next("session")
+        assert session["reconnectToken"] == half_open.reconnect_token != issued_at_connect
+        assert session["subscriptions"] == [order_id]
+        # Events arrive in order: once this ack is back, nothing sent at the connect is still due.
+        assert (await b.call("order:unsubscribe", {"orderId": uid("other")}))["ok"] is True
+        assert [d["subscriptions"] for e, d in b.events("session")] == [[order_id]]
+        await b.disconnect()
+        c = LoggingClient(embedded.url, "/client")
+        await c.connect(auth={"reconnectToken": session["reconnectToken"]})
+        assert (await c.next("session"))["subscriptions"] == [order_id]
+        await c.disconnect()
     finally:
         await redis.aclose()

@@ -96,10 +96,35 @@ async def test_rebuild_after_an_outage_and_after_data_loss() -> None:
     assert await b._after_ok_probe(was_down=False) is True and rebuilds == [False, True]
 
 
+async def test_an_outage_before_the_marker_was_ever_written_counts_as_a_loss() -> None:
+    b, _, rebuilds = breaker()
+    assert await b._after_ok_probe(was_down=True) is True and rebuilds == [True]
+    assert await b._after_ok_probe(was_down=True) is True and rebuilds == [True, False]
+
+
+async def test_a_loss_stays_pending_until_its_rebuild_completes() -> None:
+    redis = FakeRedis()
+    rebuilds: list[bool] = []
+
+    async def rebuild(lost: bool) -> None:
+        rebuilds.append(lost)
+        if len(rebuilds) == 1:
+            raise RedisConnectionError("connection reset")  # half-way: new tokens issued, not sent
+
+    b = RedisBreaker(redis, "gw-1", rebuild)
+    assert await b._after_ok_probe(was_down=False) is True  # marker created
+    redis.keys.clear()  # Redis lost its data
+    assert await b._after_ok_probe(was_down=True) is False  # stays open, retries
+    assert await b._after_ok_probe(was_down=True) is True
+    assert await b._after_ok_probe(was_down=False) is True
+    assert rebuilds == [True, True] and b.rebuilds == 1
+
+
 async def test_monitor_loop_opens_and_closes() -> None:
     b, redis, rebuilds = breaker()
     task = asyncio.create_task(b._run())
     try:
+        await until(lambda: b._marker_known, within=5.0, what="the first marker")
         redis.answer = RedisConnectionError("refused")
         await until(lambda: not b.up, within=5.0, what="the breaker to open")
         redis.answer = True

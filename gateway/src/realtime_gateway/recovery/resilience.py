@@ -124,6 +124,8 @@ class RedisBreaker:
         self._rebuild = rebuild
         self.up = True
         self._marker_known = False
+        # A data loss whose rebuild has not completed yet (see ``_after_ok_probe``).
+        self._loss_pending = False
         self._task: asyncio.Task[None] | None = None
         self._timeouts = 0
         self.loop_lag = 0.0
@@ -218,13 +220,16 @@ class RedisBreaker:
         self._timeouts = 0
         return answered
 
-    async def _marker_lost(self) -> bool:
-        """True when Redis no longer has this instance's marker, i.e. it lost its data."""
+    async def _marker_lost(self, *, was_down: bool) -> bool:
+        """True when Redis no longer has this instance's marker, i.e. it lost its data. After an
+        outage a marker never written counts as lost too: sockets may have written their state
+        before the first probe, and a needless rebuild costs each socket one ``session`` event,
+        where a missed one leaves clients with reconnect tokens Redis no longer has."""
         key = marker_key(self._instance_id)
         created = await self._r.set(key, "1", ex=MARKER_TTL_S, nx=True)
         if not created:
             await self._r.expire(key, MARKER_TTL_S)
-        lost = bool(created) and self._marker_known
+        lost = bool(created) and (self._marker_known or was_down)
         self._marker_known = True
         return lost
 
@@ -249,10 +254,15 @@ class RedisBreaker:
     async def _after_ok_probe(self, *, was_down: bool) -> bool:
         """Refresh the marker; rebuild after an outage or a data loss. False: stay open, retry."""
         try:
-            lost = await self._marker_lost()
+            # A loss stays pending until its rebuild completes: the marker written by the attempt
+            # that failed half-way would read as "not lost" at the next one, and sockets whose new
+            # reconnect tokens were not sent yet would never get them.
+            self._loss_pending = await self._marker_lost(was_down=was_down) or self._loss_pending
+            lost = self._loss_pending
             if was_down or lost:
                 log.info("redis reachable again (data lost: %s): rebuilding socket state", lost)
                 await self._rebuild(lost)
+                self._loss_pending = False
                 self.rebuilds += 1
         except Exception as exc:
             log.warning("marker refresh or rebuild after redis recovery failed: %r", exc)

@@ -226,8 +226,9 @@ class Reliability:
             for order_id in conn.orders:
                 await self.stores.subscriptions.add(order_id, conn.sid, conn.reconnect_token)
             await self.presence.connected(claims.user_id, conn.sid)
-            if lost:
+            if lost and conn.announced:
                 # Last: a client told its new session finds the state behind it written already.
+                # A socket still connecting gets the new token in its connect's own session.
                 ttl = max(1, min(handlers.reconnect_ttl, int(claims.expires_at - time.time())))
                 session = {
                     "userId": claims.user_id,

@@ -64,6 +64,9 @@ class Conn:
     claims: Claims
     reconnect_token: str
     orders: set[str] = field(default_factory=set)
+    # Its ``session`` event is on its way: a rebuild after a Redis data loss tells it the new token
+    # only from then on (before that, the connect's own ``session`` carries it).
+    announced: bool = False
 
 
 EventFn = Callable[[Conn, Any], Awaitable[Ack]]
@@ -240,6 +243,7 @@ class GatewayHandlers:
         return conn
 
     async def _send_session(self, conn: Conn) -> None:
+        conn.announced = True
         ttl = max(1, min(self.reconnect_ttl, int(conn.claims.expires_at - time.time())))
         session = {
             "userId": conn.claims.user_id,
