@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -296,13 +297,68 @@ def test_a_later_capped_pair_starts_three_steps_under_what_one_process_held() ->
     assert resume_ladder(rates, None) == rates
 
 
-def test_the_capped_three_process_ladder_starts_below_one_and_a_half_times_one() -> None:
-    from bench.scenarios import cap_ladder_from
+def test_the_capped_three_process_ladder_steps_at_the_target_multiple_of_one() -> None:
+    from bench.scenarios import three_ladder
 
-    rates = [400, 500, 630, 790, 990, 1240, 1560, 1950, 2450, 3080]
-    assert cap_ladder_from(rates, 1240.0) == [1560, 1950, 2450, 3080]  # 1.5 x 1240 = 1860
-    assert cap_ladder_from(rates, None) == rates
-    assert cap_ladder_from(rates, 100.0) == rates
+    assert three_ladder([400, 1240, 1560]) == [1080, 3348, 4212]
+    assert three_ladder([]) == []
+
+
+class FakeLadder:
+    """A ladder for ``step_in_turn``: holds every rate up to ``knee``, misses the rest."""
+
+    def __init__(
+        self, label: str, knee: int, calls: list[tuple[str, int]], fail_at: int | None = None
+    ) -> None:
+        self.label, self.target, self.knee, self.calls, self.fail_at = label, "ours", knee, calls, fail_at
+        self.failures = 0
+        self.held: list[int] = []
+
+    @property
+    def done(self) -> bool:
+        return self.failures >= 2
+
+    async def step(self, rate: int) -> None:
+        self.calls.append((self.label, rate))
+        if rate == self.fail_at:
+            raise RuntimeError("generator died")
+        if rate <= self.knee:
+            self.held.append(rate)
+            self.failures = 0
+        else:
+            self.failures += 1
+
+    def result(self) -> dict[str, Any]:
+        return {"held": self.held}
+
+
+def test_ladders_step_in_turn_swap_order_and_the_survivor_goes_on_alone() -> None:
+    from bench.scenarios import step_in_turn
+
+    calls: list[tuple[str, int]] = []
+    ladders = {1: FakeLadder("one", 20, calls), 3: FakeLadder("three", 60, calls)}
+    out: dict[int, dict[str, Any]] = {}
+    asyncio.run(step_in_turn(ladders, {1: [10, 20, 30, 40, 50], 3: [30, 60, 90, 120, 150]}, out))
+    # One misses 30 and 40 (done); three holds 60, misses 90 and 120 (done): 150 is never stepped.
+    assert calls == [
+        ("one", 10), ("three", 30),
+        ("three", 60), ("one", 20),
+        ("one", 30), ("three", 90),
+        ("three", 120), ("one", 40),
+    ]  # fmt: skip
+    assert out == {1: {"held": [10, 20]}, 3: {"held": [30, 60]}}
+
+
+def test_a_ladder_that_fails_is_reported_and_the_other_goes_on() -> None:
+    from bench.scenarios import step_in_turn
+
+    calls: list[tuple[str, int]] = []
+    ladders = {"a": FakeLadder("a", 100, calls, fail_at=2), "b": FakeLadder("b", 100, calls)}
+    out: dict[str, dict[str, Any]] = {"c": {"error": "did not start"}}
+    asyncio.run(step_in_turn(ladders, {"a": [1, 2, 3], "b": [1, 2, 3]}, out))
+    assert calls == [("a", 1), ("b", 1), ("b", 2), ("a", 2), ("b", 3)]
+    assert out["a"] == {"error": "generator died"} and out["b"] == {"held": [1, 2, 3]}
+    assert out["c"] == {"error": "did not start"}
 
 
 def test_a_cpu_cap_moves_a_process_in_and_out_of_its_group() -> None:
