@@ -419,7 +419,7 @@ async def open_ladder(
     return ladder
 
 
-K = TypeVar("K")
+Key = TypeVar("Key")
 
 
 class Stepped(Protocol):
@@ -437,7 +437,7 @@ class Stepped(Protocol):
 
 
 async def step_in_turn(
-    ladders: Mapping[K, Stepped], rates: Mapping[K, Sequence[int]], out: dict[K, dict[str, Any]]
+    ladders: Mapping[Key, Stepped], rates: Mapping[Key, Sequence[int]], out: dict[Key, dict[str, Any]]
 ) -> None:
     """Step the ladders through their rates in turn, the order swapped at each step, until each is
     done (two steps missed in a row), out of rates or failed (its failure in ``out``); then each

@@ -223,7 +223,8 @@ class Reliability:
                     claims.user_id, claims.role, conn.namespace, claims.expires_at, frozenset(conn.orders)
                 )
                 conn.reconnect_token = await self.stores.reconnect.issue(grant, handlers.reconnect_ttl)
-            for order_id in conn.orders:
+            # A copy: the socket's subscribes (or its connect's restore) may change the set meanwhile.
+            for order_id in list(conn.orders):
                 await self.stores.subscriptions.add(order_id, conn.sid, conn.reconnect_token)
             await self.presence.connected(claims.user_id, conn.sid)
             if lost and conn.announced:
