@@ -350,25 +350,6 @@ class Ladder:
         }
 
 
-async def location_run(
-    target: str,
-    opts: Options,
-    label: str,
-    instances: int,
-    rates: Sequence[int],
-    redis: servers.Redis | None = None,
-    cpu_share: float | None = None,
-) -> dict[str, Any]:
-    """One target's whole ladder (X): ``rates`` stepped until two steps in a row miss."""
-    async with Ladder(target, opts, label, instances, redis, cpu_share) as ladder:
-        await ladder.warm(rates[0])
-        for rate in rates:
-            await ladder.step(rate)
-            if ladder.done:
-                break
-    return ladder.result()
-
-
 def failure(what: str, exc: Exception) -> dict[str, Any]:
     """A target's failure as its results record it (the other target's numbers stand)."""
     say(f"{what} failed: {exc}")
@@ -387,6 +368,9 @@ async def scenario_l(opts: Options) -> dict[str, Any]:
     return await ladders_in_turn(opts, "L", opts.rates, with_redis=False)
 
 
+Key = TypeVar("Key")
+
+
 async def ladders_in_turn(
     opts: Options, label: str, rates: Sequence[int], with_redis: bool
 ) -> dict[str, Any]:
@@ -394,32 +378,31 @@ async def ladders_in_turn(
     reference first at the next rate, ...), so a minute in which the machine runs slower falls
     on both: run one after the other, a ladder's verdict has swung with the machine's speed alone.
     ``with_redis``: each target on a Redis of its own."""
-    out: dict[str, dict[str, Any]] = {}
-    async with contextlib.AsyncExitStack() as stack:
-        ladders: dict[str, Ladder] = {}
-        for t in opts.targets:
-            try:
-                ladders[t] = await open_ladder(stack, Ladder(t, opts, label, 1), with_redis, rates[0])
-            except Exception as exc:
-                out[t] = failure(f"{label} {t}", exc)
-        await step_in_turn(ladders, {t: rates for t in ladders}, out)
+    ladders = {t: Ladder(t, opts, label, 1) for t in opts.targets}
+    out = await run_in_turn(ladders, {t: rates for t in ladders}, with_redis)
     return {t: out[t] for t in opts.targets}
 
 
-async def open_ladder(
-    stack: contextlib.AsyncExitStack, ladder: Ladder, with_redis: bool, first_rate: int
-) -> Ladder:
-    """Start ``ladder`` inside ``stack`` (on a Redis of its own with ``with_redis``), warmed up
-    for ``first_rate``."""
-    if with_redis:
-        ladder.redis = start_redis(ladder.opts, ladder.label, ladder.target)
-        stack.callback(ladder.redis.stop)
-    await stack.enter_async_context(ladder)
-    await ladder.warm(first_rate)
-    return ladder
-
-
-Key = TypeVar("Key")
+async def run_in_turn(
+    ladders: Mapping[Key, Ladder], rates: Mapping[Key, Sequence[int]], with_redis: bool
+) -> dict[Key, dict[str, Any]]:
+    """Start the ladders (each on a Redis of its own with ``with_redis``), warm each up for its
+    first rate, step them in turn (``step_in_turn``) and stop them: each one's result, or its
+    failure when it could not start."""
+    out: dict[Key, dict[str, Any]] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        started: dict[Key, Ladder] = {}
+        for k, ladder in ladders.items():
+            try:
+                if with_redis:
+                    ladder.redis = start_redis(ladder.opts, ladder.label, ladder.target)
+                    stack.callback(ladder.redis.stop)
+                started[k] = await stack.enter_async_context(ladder)
+                await ladder.warm(rates[k][0])
+            except Exception as exc:
+                out[k] = failure(f"{ladder.label} {ladder.target}", exc)
+        await step_in_turn(started, rates, out)
+    return out
 
 
 class Stepped(Protocol):
@@ -477,11 +460,8 @@ async def scenario_x(opts: Options) -> dict[str, Any]:
 
     for t in opts.targets:
         if why_not is not None:
-            redis = start_redis(opts, "X3", t)
-            try:
-                out[t]["3"] = await guarded(f"X3 {t}", location_run(t, opts, "X3", 3, opts.x_rates, redis))
-            finally:
-                redis.stop()
+            uncapped = {3: Ladder(t, opts, "X3", 3)}
+            out[t]["3"] = (await run_in_turn(uncapped, {3: opts.x_rates}, with_redis=True))[3]
             continue
         one_rates = opts.cap_rates
         for i in range(max(1, opts.cap_pairs)):
@@ -511,17 +491,8 @@ async def capped_pair_in_turn(
     falls on both sides of the ratio: run one after the other, the 1-process ladder held 2,480
     and then 3,898 deliveries/s on the same code."""
     rates = {1: list(one_rates), 3: three_ladder(one_rates)}
-    out: dict[int, dict[str, Any]] = {}
-    async with contextlib.AsyncExitStack() as stack:
-        ladders: dict[int, Ladder] = {}
-        for n in (1, 3):
-            label = f"X{n}cap{sfx}"
-            try:
-                ladder = Ladder(t, opts, label, n, cpu_share=opts.cap_share)
-                ladders[n] = await open_ladder(stack, ladder, True, rates[n][0])
-            except Exception as exc:
-                out[n] = failure(f"{label} {t}", exc)
-        await step_in_turn(ladders, rates, out)
+    ladders = {n: Ladder(t, opts, f"X{n}cap{sfx}", n, cpu_share=opts.cap_share) for n in (1, 3)}
+    out = await run_in_turn(ladders, rates, with_redis=True)
     return out[1], out[3]
 
 
