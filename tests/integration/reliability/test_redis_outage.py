@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from realtime_contract import Env
-from realtime_gateway.recovery.resilience import RedisBreaker
+from realtime_gateway.recovery.resilience import MARKER_TTL_S, RedisBreaker, marker_key
 from realtime_gateway.state import keys
 from realtime_gateway.state.redis_store import RedisOrderAccessStore
 from tests.integration.reliability.conftest import LoggingClient, post_events, status_event, uid
@@ -131,5 +131,39 @@ async def test_a_rebuild_during_a_connect_leaves_that_socket_one_session_with_th
         await c.connect(auth={"reconnectToken": session["reconnectToken"]})
         assert (await c.next("session"))["subscriptions"] == [order_id]
         await c.disconnect()
+    finally:
+        await redis.aclose()
+
+
+async def test_the_breaker_reads_a_loss_from_its_marker_in_redis_and_keeps_it_until_rebuilt(
+    redis_url: str,
+) -> None:
+    """The marker decisions against a real Redis: a marker that vanished is a loss, a rebuild that
+    fails half-way leaves the loss pending for the next one, and an outage before the first marker
+    counts as a loss."""
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    rebuilds: list[bool] = []
+
+    async def rebuild(lost: bool) -> None:
+        rebuilds.append(lost)
+        if len(rebuilds) == 2:
+            raise ConnectionError("connection reset half-way")
+
+    try:
+        instance = uid("gw")
+        breaker = RedisBreaker(redis, instance, rebuild)
+        assert await breaker._after_ok_probe(was_down=False) is True and rebuilds == []
+        assert 0 < await redis.ttl(marker_key(instance)) <= MARKER_TTL_S
+        assert await breaker._after_ok_probe(was_down=True) is True and rebuilds == [False]
+
+        await redis.delete(marker_key(instance))  # what a Redis that lost its data shows
+        assert await breaker._after_ok_probe(was_down=True) is False  # failed half-way: stays open
+        assert await redis.exists(marker_key(instance))  # written by the failed attempt
+        assert await breaker._after_ok_probe(was_down=True) is True
+        assert await breaker._after_ok_probe(was_down=False) is True
+        assert rebuilds == [False, True, True]
+
+        late = RedisBreaker(redis, uid("gw"), rebuild)  # Redis went away before its first marker
+        assert await late._after_ok_probe(was_down=True) is True and rebuilds[-1] is True
     finally:
         await redis.aclose()
