@@ -244,9 +244,14 @@ def start_redis(workdir: Path, log_dir: Path, name: str = "redis") -> Redis:
 
 
 class Kafka:
-    def __init__(self, proc: Proc, port: int) -> None:
+    def __init__(self, proc: Proc, port: int, gc_log: Path) -> None:
         self.proc = proc
         self.port = port
+        # The broker's collections (``-Xlog:gc,gc+phases``), for ``bench.stats.gc_cycles``.
+        self.gc_log = gc_log
+
+    def gc_log_text(self) -> str:
+        return self.gc_log.read_text() if self.gc_log.exists() else ""
 
     @property
     def bootstrap(self) -> str:
@@ -322,15 +327,23 @@ def start_kafka(workdir: Path, log_dir: Path, partitions: int = 6) -> Kafka:
     )
     # ZGC, not G1: on two cores shared with the gateway, Redis and the clients, G1's young pauses
     # took 6-28 ms every 4 s, and most of K's 100 ms windows with late events began within 100 ms
-    # of one; ZGC's pauses stay under a millisecond. A broker on machines of its own would not
-    # share its cores that way. The heap is Kafka's start-script default (1 GB). The GC log sits
-    # beside the broker's own, to line K's late windows up with collections.
+    # of one; ZGC's pauses stay under a millisecond. But a ZGC cycle still takes about a core for
+    # 150-200 ms, and with Kafka's start-script heap (1 GB) one ran every 11-25 s at 5,000 events/s:
+    # K's bursts of late events lined up with their ends. So the heap is the 6 GB of the
+    # production tuning in Kafka's documentation (operations, "Java Version"), which at K's
+    # allocation rate (about 30 MB/s) leaves minutes between cycles once ZGC's three warm-up
+    # cycles (at 10, 20 and 30 % of the heap) are done; and proactive cycles, which keep a heap's
+    # use low while it has room, are off. A broker on machines of its own would not share
+    # its cores with its collector's that way. The GC log sits beside the broker's own; K waits
+    # for the warm-up cycles and reports the cycles that overlapped each timed run.
+    gc_log = log_dir / "kafka-gc.log"
     argv = [
         java,
-        "-Xms1g",
-        "-Xmx1g",
+        "-Xms6g",
+        "-Xmx6g",
         "-XX:+UseZGC",
-        f"-Xlog:gc:file={log_dir / 'kafka-gc.log'}:time,uptime",
+        "-XX:-ZProactive",
+        f"-Xlog:gc,gc+phases:file={gc_log}:time,uptime",
         log4j,
         "-cp",
         cp,
@@ -339,4 +352,4 @@ def start_kafka(workdir: Path, log_dir: Path, partitions: int = 6) -> Kafka:
     ]
     proc = Proc("kafka", argv, log_dir)
     proc.wait_ready(lambda: port_open(port), 90, "kafka broker")
-    return Kafka(proc, port)
+    return Kafka(proc, port, gc_log)

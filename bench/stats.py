@@ -5,9 +5,11 @@ No I/O here, so the unit tests can pin the arithmetic the report rests on.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, Final
 
 
 @dataclass
@@ -181,6 +183,53 @@ def after_stalls(
         if any(int(w) - back in stalls for back in range(lookback + 1))
     )
     return len(stalls), after / total
+
+
+@dataclass(frozen=True)
+class GcCycle:
+    """One collection of the broker's JVM, from its ``-Xlog:gc,gc+phases`` log (epoch seconds)."""
+
+    start: float
+    end: float
+    cause: str
+
+
+# ``[2026-11-30T04:05:15.647+0000][19.254s] GC(2) Pause Mark Start 0.014ms``: a phase ends, and
+# ``... GC(2) Garbage Collection (Warmup) 616M(10%)->224M(4%)``: the cycle ends.
+_GC_LINE: Final = re.compile(r"^\[([^\]]+)\]\[[^\]]*\] GC\((\d+)\) (.*)$")
+_GC_END: Final = re.compile(r"^Garbage Collection \(([^)]*)\)")
+
+
+def gc_cycles(log: str) -> list[GcCycle]:
+    """The completed cycles in a JVM GC log, in order: each from its first phase's line to its
+    summary line (a cycle the log does not finish is left out)."""
+    first: dict[int, float] = {}
+    cycles: list[GcCycle] = []
+    for line in log.splitlines():
+        m = _GC_LINE.match(line)
+        if m is None:
+            continue
+        at = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+        n = int(m.group(2))
+        start = first.setdefault(n, at)
+        end = _GC_END.match(m.group(3))
+        if end is not None:
+            cycles.append(GcCycle(start, at, end.group(1)))
+    return cycles
+
+
+def cycles_within(cycles: Iterable[GcCycle], start: float, end: float) -> list[GcCycle]:
+    """The cycles that ran at any time between ``start`` and ``end``."""
+    return [c for c in cycles if c.start <= end and c.end >= start]
+
+
+# ZGC (JDK 17) starts cycles by its own heap-level rule until it has done this many "Warmup" cycles.
+ZGC_WARMUP_CYCLES: Final = 3
+
+
+def broker_gc_warm(cycles: Iterable[GcCycle]) -> bool:
+    """Whether ZGC has done its warm-up cycles: from then on its cycles follow the allocation rate."""
+    return sum(c.cause == "Warmup" for c in cycles) >= ZGC_WARMUP_CYCLES
 
 
 def ratio(ours: float | None, reference: float | None) -> float | None:

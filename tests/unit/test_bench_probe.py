@@ -46,3 +46,19 @@ def test_the_probe_refuses_anything_but_one_duration(args: list[str]) -> None:
         [sys.executable, "-m", "bench.probe", *args], cwd=REPO, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 2 and "usage" in result.stderr and not result.stdout
+
+
+def test_a_run_starts_its_probe_and_gets_it_back_watching() -> None:
+    import asyncio
+
+    from bench.scenarios import start_probe
+
+    async def main() -> bytes:
+        probe = await start_probe(0.2)
+        assert probe.returncode is None
+        out, _ = await asyncio.wait_for(probe.communicate(), 30)
+        return out
+
+    # ``start_probe`` took the "started" line, so only the answer is left.
+    (answer,) = asyncio.run(main()).splitlines()
+    assert json.loads(answer)["intervalMs"] == 2

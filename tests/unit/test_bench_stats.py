@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,8 +13,11 @@ from bench.stats import (
     StepResult,
     after_stalls,
     best_held,
+    broker_gc_warm,
+    cycles_within,
     fmt,
     fmt_percent,
+    gc_cycles,
     late_clustering,
     merge_all,
     ratio,
@@ -154,6 +158,7 @@ def test_report_gives_k_by_its_median_run_and_lists_each() -> None:
 
     def run(p50: float, p99: float, over: int, share: float | None, stalls: int) -> dict[str, Any]:
         return {
+            "broker_gc_cycles": stalls // 2,
             "p50_ms": p50,
             "p95_ms": p99 / 2,
             "p99_ms": p99,
@@ -187,6 +192,8 @@ def test_report_gives_k_by_its_median_run_and_lists_each() -> None:
     assert "900 / 80, 0 / n/a, 620 / 50" in late_row
     stall_row = next(line for line in text.splitlines() if line.startswith("K: probe stalls"))
     assert "4 (40) / 40 / 1.5, 0 (0) / n/a / 1.5, 2 (20) / 25 / 1.5" in stall_row
+    gc_row = next(line for line in text.splitlines() if line.startswith("K: the broker's GC cycles"))
+    assert gc_row.split("run")[-1].split() == ["2,", "0,", "1"]
 
 
 def test_after_stalls_counts_the_late_events_that_followed_a_stall_of_the_machine() -> None:
@@ -385,3 +392,45 @@ def test_a_cpu_cap_moves_a_process_in_and_out_of_its_group() -> None:
         child.kill()
         child.wait()
     assert not cap.path.exists()
+
+
+# A JDK 17 ZGC log as the broker writes it (-Xlog:gc,gc+phases:...:time,uptime), trimmed: a cycle's
+# phases, then its summary line; the last cycle has not finished.
+ZGC_LOG = """\
+[2026-11-30T04:04:56.918+0000][0.526s] Using The Z Garbage Collector
+[2026-11-30T04:05:15.647+0000][19.254s] GC(2) Pause Mark Start 0.014ms
+[2026-11-30T04:05:15.755+0000][19.363s] GC(2) Concurrent Mark 108.476ms
+[2026-11-30T04:05:15.800+0000][19.408s] GC(2) Concurrent Relocate 24.969ms
+[2026-11-30T04:05:15.800+0000][19.408s] GC(2) Garbage Collection (Warmup) 616M(10%)->224M(4%)
+[2026-11-30T04:05:52.100+0000][55.700s] GC(3) Pause Mark Start 0.011ms
+[2026-11-30T04:05:52.353+0000][55.961s] GC(3) Garbage Collection (Warmup) 1232M(20%)->228M(4%)
+[2026-11-30T04:06:40.000+0000][103.600s] GC(4) Pause Mark Start 0.012ms
+"""
+
+
+def test_gc_cycles_run_from_their_first_phase_to_their_summary() -> None:
+    cycles = gc_cycles(ZGC_LOG)
+    assert [(c.cause, round(c.end - c.start, 3)) for c in cycles] == [("Warmup", 0.153), ("Warmup", 0.253)]
+    assert cycles[0].start == pytest.approx(datetime(2026, 11, 30, 4, 5, 15, 647000, tzinfo=UTC).timestamp())
+    assert gc_cycles("") == [] and gc_cycles("not a log\n[x] GC(1) nonsense") == []
+
+
+def test_a_gc_cycle_counts_for_a_run_it_overlaps_at_either_end() -> None:
+    (first, second) = gc_cycles(ZGC_LOG)
+    assert cycles_within([first, second], first.end - 0.05, first.end + 10) == [first]
+    assert cycles_within([first, second], first.start - 10, first.start + 0.01) == [first]
+    assert cycles_within([first, second], first.end + 0.001, second.start - 0.001) == []
+    assert cycles_within([first, second], first.start - 1, second.end + 1) == [first, second]
+
+
+def test_the_broker_collector_is_warm_after_three_warmup_cycles() -> None:
+    two = gc_cycles(ZGC_LOG)
+    assert not broker_gc_warm(two)
+    third = ZGC_LOG.replace(
+        "GC(4) Pause Mark Start 0.012ms",
+        "GC(4) Pause Mark Start 0.012ms\n[2026-11-30T04:06:40.200+0000][103.800s] GC(4) "
+        "Garbage Collection (Warmup) 1840M(30%)->230M(4%)",
+    )
+    assert broker_gc_warm(gc_cycles(third))
+    # Other causes (metadata, allocation rate) do not count towards it.
+    assert not broker_gc_warm(gc_cycles(third.replace("(Warmup) 616M", "(Metadata GC Threshold) 616M")))
