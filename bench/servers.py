@@ -327,15 +327,16 @@ def start_kafka(workdir: Path, log_dir: Path, partitions: int = 6) -> Kafka:
     )
     # ZGC, not G1: on two cores shared with the gateway, Redis and the clients, G1's young pauses
     # took 6-28 ms every 4 s, and most of K's 100 ms windows with late events began within 100 ms
-    # of one; ZGC's pauses stay under a millisecond. But a ZGC cycle still takes about a core for
-    # 150-200 ms, and with Kafka's start-script heap (1 GB) one ran every 11-25 s at 5,000 events/s:
-    # K's bursts of late events lined up with their ends. So the heap is the 6 GB of the
-    # production tuning in Kafka's documentation (operations, "Java Version"), which at K's
-    # allocation rate (about 30 MB/s) leaves minutes between cycles once ZGC's three warm-up
-    # cycles (at 10, 20 and 30 % of the heap) are done; and proactive cycles, which keep a heap's
-    # use low while it has room, are off. A broker on machines of its own would not share
-    # its cores with its collector's that way. The GC log sits beside the broker's own; K waits
-    # for the warm-up cycles and reports the cycles that overlapped each timed run.
+    # of one; ZGC's pauses stay under a millisecond. A ZGC cycle still takes about a core for
+    # 150-200 ms, though, and with Kafka's start-script heap (1 GB) one ran every 11-25 s at
+    # 5,000 events/s; some of K's bursts of late events ended with one. So the heap is the 6 GB
+    # of the production tuning in Kafka's documentation (operations, "Java Version"): at K's
+    # allocation rate (about 30 MB/s) that leaves minutes between cycles once ZGC's three warm-up
+    # cycles (at 10, 20 and 30 % of the heap) are done. Proactive cycles, which keep a heap's use
+    # low while it has room, are off. ZGC commits the whole heap at start: 6 GB of this machine's
+    # 24. A broker on machines of its own would keep its collector off the gateway's cores. K
+    # waits for the warm-up cycles and reports the cycles that overlapped each timed run, from
+    # the GC log beside the broker's own.
     gc_log = log_dir / "kafka-gc.log"
     argv = [
         java,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -49,8 +50,6 @@ def test_the_probe_refuses_anything_but_one_duration(args: list[str]) -> None:
 
 
 def test_a_run_starts_its_probe_and_gets_it_back_watching() -> None:
-    import asyncio
-
     from bench.scenarios import start_probe
 
     async def main() -> bytes:
