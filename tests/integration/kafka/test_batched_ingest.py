@@ -31,7 +31,7 @@ from realtime_gateway.ingest.reader import RecordReader
 from realtime_gateway.ingest.stores import MemoryOfferStore, RedisDedupStore
 from realtime_gateway.ingest.topics import ensure_topics
 from realtime_gateway.recovery.emitter import ReliableEmitter
-from realtime_gateway.recovery.history import Appended, Position, RedisHistory
+from realtime_gateway.recovery.history import DEDUP_WINDOW_FACTOR, Appended, Position, RedisHistory, ids_key
 from realtime_gateway.settings import parse_redis_url
 from realtime_gateway.state.connect import open_redis
 from realtime_gateway.state.keys import room_channel
@@ -709,6 +709,25 @@ async def test_concurrent_history_appends_keep_each_room_in_order(
         assert recovery.recovered
         assert [e.data["seq"] for e in recovery.events] == [0, 1, 2, 3, 4]
     assert ("eval" in used) == (fast_of is not None), used
+
+
+async def test_the_history_forgets_ids_past_its_dedup_window(
+    any_redis: Any, fast_of: FastRedis | None
+) -> None:
+    history = RedisHistory(any_redis, size=2, fast=fast_of)  # the window: the last 8 offsets
+    window = 2 * DEDUP_WINDOW_FACTOR
+    for i in range(1, 31):
+        await history.append("w1", "order:status", {"eventId": f"e{i}"} if i % 3 else {"seq": i})
+        # Each id is kept with its offset's way back to it: two fields per id in the window.
+        assert await any_redis.hlen(ids_key("w1")) <= 2 * window
+    ids = {k.decode(): v.decode() for k, v in (await any_redis.hgetall(ids_key("w1"))).items()}
+    kept = {f"e{i}": str(i) for i in range(30 - window + 1, 31) if i % 3}
+    assert ids == {**kept, **{f"#{off}": event_id for event_id, off in kept.items()}}
+    # Inside the window a redelivery is dropped; past it, it is a new event.
+    position, _, appended = await history.append("w1", "order:status", {"eventId": "e29"})
+    assert (position.offset, appended) == (29, False)
+    position, _, appended = await history.append("w1", "order:status", {"eventId": "e20"})
+    assert (position.offset, appended) == (31, True)
 
 
 async def test_history_appends_that_cannot_be_sent_fail_instead_of_waiting(

@@ -67,6 +67,18 @@ async def test_memory_history_offsets_epoch_window_and_dedup() -> None:
     assert other.offset == 1
 
 
+async def test_memory_history_forgets_ids_past_its_dedup_window() -> None:
+    history = MemoryHistory(size=2)  # the window: the last 8 offsets
+    for i in range(1, 13):
+        await history.append("o1", "order:status", {"eventId": f"e{i}"} if i % 3 else {})
+    # e4 (offset 4) left the window at offset 12: a redelivery of it is a new event now.
+    position, _, appended = await history.append("o1", "order:status", {"eventId": "e4"})
+    assert (position.offset, appended) == (13, True)
+    position, _, appended = await history.append("o1", "order:status", {"eventId": "e7"})
+    assert (position.offset, appended) == (7, False)
+    assert len(history._rooms["o1"].ids) <= 8
+
+
 async def test_memory_chat_history_pages_backwards() -> None:
     history = MemoryHistory()
     for i in range(1, 11):

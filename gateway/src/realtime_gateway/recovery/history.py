@@ -38,6 +38,10 @@ from realtime_gateway.tasks import Background
 
 HISTORY_SIZE: Final = 500
 HISTORY_TTL_S: Final = 24 * 3600
+# A room remembers the ids of its last ``size * DEDUP_WINDOW_FACTOR`` offsets (2,000): a redelivery
+# comes seconds after the original (an uncommitted Kafka batch, a client's retry), and a bound keeps
+# a long-lived room's id hash from growing with every event it ever had.
+DEDUP_WINDOW_FACTOR: Final = 4
 # Events that are only worth something live: a replayed location is stale, a replayed typing hint
 # is wrong. They carry no offset and are not kept.
 TRANSIENT_EVENTS: Final = frozenset({"porter:location", "chat:typing"})
@@ -130,18 +134,20 @@ def dedup_id(data: dict[str, Any]) -> str:
 
 # --- Redis ------------------------------------------------------------------------------------
 
-# Appends a batch of events, each to its own room. KEYS: (meta, stream, ids) per event. ARGV[1..3]:
-# size, TTL, the epoch for a room whose history starts now; then one argument per event, its
-# fields joined by NUL (JSON and the ids never contain a raw NUL): channel, event, data head,
-# separator, dedup id, publish head, publish tail. Returns "offset,epoch,appended" per event,
-# joined by ";" (one string: much cheaper to read than a nested reply).
+# Appends a batch of events, each to its own room. KEYS: (meta, stream, ids) per event. ARGV[1..4]:
+# size, TTL, the epoch for a room whose history starts now, the dedup window in offsets; then one
+# argument per event, its fields joined by NUL (JSON and the ids never contain a raw NUL): channel,
+# event, data head, separator, dedup id, publish head, publish tail. Returns
+# "offset,epoch,appended" per event, joined by ";" (one string: much cheaper to read than a nested
+# reply). The ids hash maps each dedup id to its offset and "#<offset>" back to the id (the ids are
+# validated to [A-Za-z0-9_.:@-]), so the id of the offset leaving the window is dropped in O(1).
 _APPEND: Final = """
-local size, ttl, fresh = ARGV[1], ARGV[2], ARGV[3]
+local size, ttl, fresh, window = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local out = {}
 for i = 0, #KEYS / 3 - 1 do
   local meta, stream, ids = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
   local f, pos = {}, 1
-  local blob = ARGV[4 + i]
+  local blob = ARGV[5 + i]
   for _ = 1, 7 do
     local stop = string.find(blob, '\\0', pos, true)
     if not stop then
@@ -168,8 +174,15 @@ for i = 0, #KEYS / 3 - 1 do
     local data = head .. sep .. '"offset":' .. off .. ',"epoch":"' .. epoch .. '"}'
     redis.call('XADD', stream, 'MAXLEN', size, off .. '-0', 'e', event, 'd', data)
     if dedup ~= '' then
-      redis.call('HSET', ids, dedup, off)
+      redis.call('HSET', ids, dedup, off, '#' .. off, dedup)
       redis.call('EXPIRE', ids, ttl)
+    end
+    if off > window then
+      local left = '#' .. (off - window)
+      local gone = redis.call('HGET', ids, left)
+      if gone then
+        redis.call('HDEL', ids, gone, left)
+      end
     end
     redis.call('EXPIRE', meta, ttl)
     redis.call('EXPIRE', stream, ttl)
@@ -328,7 +341,8 @@ class RedisHistory:
 
     def _script_args(self, call: list[_Pending]) -> list[Any]:
         keys = [key for pending in call for key in pending.keys]
-        return [_APPEND, len(keys), *keys, self.size, self.ttl, new_epoch(), *(p.fields for p in call)]
+        head = [self.size, self.ttl, new_epoch(), self.size * DEDUP_WINDOW_FACTOR]
+        return [_APPEND, len(keys), *keys, *head, *(p.fields for p in call)]
 
     async def _run(self, batch: list[_Pending]) -> None:
         calls = self._calls(batch)
@@ -445,8 +459,9 @@ class MemoryHistory:
         room.entries.append(Entry(room.seq, event, stamped))
         if key:
             room.ids[key] = room.seq
-            while len(room.ids) > self.size * 4:
-                room.ids.popitem(last=False)
+        oldest = room.seq - self.size * DEDUP_WINDOW_FACTOR  # the ids are in offset order
+        while room.ids and next(iter(room.ids.values())) <= oldest:
+            room.ids.popitem(last=False)
         return Position(room.epoch, room.seq), stamped, True
 
     async def recover(self, order_id: str, client: Position) -> Recovery:
