@@ -146,23 +146,40 @@ def instrument_redis(client: Any, metrics: GatewayMetrics) -> None:
 
     def pipeline(*args: Any, **kwargs: Any) -> Any:
         pipe = make_pipeline(*args, **kwargs)
-        run = pipe.execute
+        # A counting subclass, not a wrapper stored on the instance: a stored wrapper holding
+        # ``pipe.execute`` (a bound method) made each pipeline a reference cycle, garbage for the
+        # cyclic collector (four pipelines, 24 objects, per socket's connect and close).
+        pipe.__class__ = _counted_pipeline_class(type(pipe))
+        pipe._realtime_metrics = metrics
+        return pipe
 
-        async def execute_pipeline(*eargs: Any, **ekwargs: Any) -> Any:
+    client.execute_command = execute_command
+    client.pipeline = pipeline
+    client._realtime_instrumented = True
+
+
+_COUNTED_PIPELINES: dict[type, type] = {}
+
+
+def _counted_pipeline_class(base: type) -> type:
+    """``base`` (redis-py's ``Pipeline`` or ``ClusterPipeline``) whose ``execute`` counts in the
+    metrics its instance carries."""
+    counted = _COUNTED_PIPELINES.get(base)
+    if counted is None:
+        run = base.execute  # type: ignore[attr-defined]
+
+        async def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+            metrics: GatewayMetrics = self._realtime_metrics
             try:
-                result = await run(*eargs, **ekwargs)
+                result = await run(self, *args, **kwargs)
             except RedisError:
                 metrics.redis_errors.labels("pipeline").inc()
                 raise
             metrics.redis_op("pipeline")
             return result
 
-        pipe.execute = execute_pipeline
-        return pipe
-
-    client.execute_command = execute_command
-    client.pipeline = pipeline
-    client._realtime_instrumented = True
+        counted = _COUNTED_PIPELINES[base] = type(f"Counted{base.__name__}", (base,), {"execute": execute})
+    return counted
 
 
 # --- observer (transport/handlers.Observer) -----------------------------------------------------
