@@ -4,9 +4,7 @@ ping timeout, and the slow-consumer cut-off, seen from real clients of an embedd
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextvars
-import os
 import socket
 import time
 from typing import Any
@@ -17,6 +15,7 @@ import orjson
 import pytest
 
 from realtime_contract import Env
+from tests.integration.gateway.helpers import masked_text_frame, raw_connect, read_text_frame
 from tests.support.gateway_fixtures import EmbeddedFactory, mint_token
 from tests.support.sio import connect
 
@@ -66,26 +65,6 @@ async def test_pings_keep_an_answering_socket_and_close_a_silent_one(
 
 
 # --- slow consumer --------------------------------------------------------------------------
-def _mask(payload: bytes) -> bytes:
-    """A masked client text frame (clients must mask, RFC 6455 §5.3)."""
-    key = os.urandom(4)
-    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    n = len(payload)
-    header = bytes((0x81, 0x80 | n)) if n < 126 else bytes((0x81, 0x80 | 126)) + n.to_bytes(2, "big")
-    return header + key + body
-
-
-async def _read_frame(reader: asyncio.StreamReader) -> str:
-    first, second = await reader.readexactly(2)
-    n = second & 0x7F
-    if n == 126:
-        n = int.from_bytes(await reader.readexactly(2), "big")
-    elif n == 127:
-        n = int.from_bytes(await reader.readexactly(8), "big")
-    assert first & 0x0F == 0x1, f"expected a text frame, got opcode {first & 0x0F}"
-    return (await reader.readexactly(n)).decode()
-
-
 async def _stalled_subscriber(gateway_url: str, token: str, order_id: str) -> tuple[Any, socket.socket]:
     """A Socket.IO client on /client, subscribed to ``order_id``, that then never reads again: a
     tiny receive buffer and a 1 KiB stream limit make the server's writes back up quickly."""
@@ -95,22 +74,10 @@ async def _stalled_subscriber(gateway_url: str, token: str, order_id: str) -> tu
     raw.setblocking(False)
     await asyncio.get_running_loop().sock_connect(raw, (parts.hostname, parts.port))
     reader, writer = await asyncio.open_connection(sock=raw, limit=1024)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        (
-            f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    status = await reader.readuntil(b"\r\n\r\n")
-    assert status.startswith(b"HTTP/1.1 101"), status
-    assert (await _read_frame(reader)).startswith("0")
-    writer.write(_mask(b"40/client," + orjson.dumps({"token": token})))
-    assert (await _read_frame(reader)).startswith("40/client,")
-    writer.write(_mask(b"42/client,1" + orjson.dumps(["order:subscribe", {"orderId": order_id}])))
+    await raw_connect(reader, writer, parts, "/client", token)
+    writer.write(masked_text_frame(b"42/client,1" + orjson.dumps(["order:subscribe", {"orderId": order_id}])))
     while True:  # the session event comes first, then the ack
-        frame = await _read_frame(reader)
+        frame = await read_text_frame(reader)
         if frame.startswith("43/client,1"):
             assert orjson.loads(frame[len("43/client,1") :])[0]["ok"] is True, frame
             return writer, raw
