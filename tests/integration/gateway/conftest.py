@@ -3,7 +3,8 @@ processes on a standalone Redis, or on the 3-node Redis Cluster."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import gc
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,3 +108,14 @@ async def deployer(
             await client.disconnect()
     for redis in closers:
         await redis.aclose()
+
+
+@pytest.fixture
+def no_automatic_collection() -> Iterator[None]:
+    """Whatever is left in a reference cycle stays alive, where the test can count it."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()

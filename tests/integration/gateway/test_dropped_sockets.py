@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -18,17 +17,6 @@ from tests.support.gateway_fixtures import EmbeddedFactory, mint_token
 from tests.support.sio import connect
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def no_automatic_collection() -> Iterator[None]:
-    """Whatever is left in a reference cycle stays alive, where the test can count it."""
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def websockets(objects: list[object]) -> int:

@@ -4,45 +4,18 @@ their failures too, and a counted pipeline leaves no reference cycle behind."""
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import ClusterNode, ClusterPipeline
+from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import ResponseError
 
 from realtime_gateway.observability.metrics import GatewayMetrics
 from realtime_gateway.observability.wiring import instrument_redis
-from tests.support.redis_server import RedisCluster, RedisServer
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(params=["standalone", "cluster"])
-async def client(
-    request: pytest.FixtureRequest, redis_server: RedisServer, redis_cluster: RedisCluster
-) -> AsyncIterator[Any]:
-    r: Any
-    if request.param == "standalone":
-        r = aioredis.from_url(redis_server.url)
-    else:
-        r = aioredis.RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in redis_cluster.startup_nodes])
-    yield r
-    await r.aclose()
-
-
-@pytest.fixture
-def no_automatic_collection() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
 
 
 def count(metrics: GatewayMetrics, name: str, operation: str) -> float:
@@ -69,24 +42,26 @@ def pipelines_in_cycles() -> int:
     return found
 
 
-async def test_pipelines_are_counted_and_leave_no_cycles(client: Any, no_automatic_collection: None) -> None:
-    await run_pipelines(client, 10)
+async def test_pipelines_are_counted_and_leave_no_cycles(
+    any_redis: Any, no_automatic_collection: None
+) -> None:
+    await run_pipelines(any_redis, 10)
     # redis-py's own: none on standalone Redis; its ClusterPipeline is a cycle by itself.
     before = pipelines_in_cycles()
-    assert before == (0 if isinstance(client, aioredis.Redis) else 10)
+    assert before == (0 if isinstance(any_redis, aioredis.Redis) else 10)
 
     metrics = GatewayMetrics(process_metrics=False)
-    instrument_redis(client, metrics)
-    await run_pipelines(client, 10)
+    instrument_redis(any_redis, metrics)
+    await run_pipelines(any_redis, 10)
     assert count(metrics, "realtime_redis_hits_total", "pipeline") == 10
     assert pipelines_in_cycles() == before
 
 
-async def test_a_failing_pipeline_counts_as_a_redis_error(client: Any) -> None:
+async def test_a_failing_pipeline_counts_as_a_redis_error(any_redis: Any) -> None:
     metrics = GatewayMetrics(process_metrics=False)
-    instrument_redis(client, metrics)
-    await client.set("instr:text", "not a number", ex=60)
-    pipe = client.pipeline(transaction=False)
+    instrument_redis(any_redis, metrics)
+    await any_redis.set("instr:text", "not a number", ex=60)
+    pipe = any_redis.pipeline(transaction=False)
     pipe.incr("instr:text")
     with pytest.raises(ResponseError):
         await pipe.execute()

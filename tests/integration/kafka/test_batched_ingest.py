@@ -18,7 +18,6 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from redis.asyncio.cluster import ClusterNode
 
 from realtime_gateway.fanout.emitter import order_room
 from realtime_gateway.ingest import consumer as consumer_module
@@ -617,24 +616,6 @@ async def test_order_room_events_are_deduplicated_by_the_history_not_claimed(
 
 
 # --- the batched Redis calls --------------------------------------------------------------------
-
-
-@pytest.fixture(params=["standalone", "cluster"])
-async def any_redis(
-    request: pytest.FixtureRequest, redis_server: RedisServer, redis_cluster: RedisCluster
-) -> AsyncIterator[Any]:
-    client: Any
-    if request.param == "standalone":
-        with redis_server.client() as r:
-            r.flushall()
-        client = aioredis.from_url(redis_server.url)
-    else:
-        redis_cluster.flushall()
-        client = aioredis.RedisCluster(
-            startup_nodes=[ClusterNode(h, p) for h, p in redis_cluster.startup_nodes]
-        )
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture(params=["redis-py", "auto-pipelined"])
