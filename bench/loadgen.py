@@ -66,6 +66,14 @@ class Loadgen:
         self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
         await self.proc.stdin.drain()
 
+    async def start_collect(self, cmd: dict[str, Any], wait_s: float = 30) -> None:
+        """Send a ``collect`` command and return once the generator counts: an event that reaches
+        it before then is not counted, so whatever the caller sends must start after this."""
+        await self.send({**cmd, "cmd": "collect"})
+        opened = await self.read(wait_s)
+        if opened.get("type") != "collecting":
+            raise LoadgenError(f"{self.name}: expected the collect window to open, got {opened}")
+
     async def command(self, cmd: dict[str, Any], wait_s: float) -> dict[str, Any]:
         await self.send(cmd)
         return await self.read(wait_s)

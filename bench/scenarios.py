@@ -823,7 +823,7 @@ async def scenario_k(opts: Options) -> dict[str, Any]:
         producer = await producing.enter_async_context(StatusProducer(kafka.bootstrap, topic, orders))
         # Warm-up: the consumer group must have its partitions before the timed run.
         warm_from = int(time.time() * 1000)
-        await gen.send({"cmd": "collect", "expect": 50, "timeoutMs": 60000, "from": warm_from})
+        await gen.start_collect({"expect": 50, "timeoutMs": 60000, "from": warm_from})
         await producer.produce(50, 1.0)
         warm = await gen.read(90)
         if warm["received"] < 50:
@@ -838,7 +838,7 @@ async def scenario_k(opts: Options) -> dict[str, Any]:
         while True:
             chunk_from = int(time.time() * 1000)
             chunk_n = int(opts.k_rate * K_WARM_CHUNK_SECONDS)
-            await gen.send({"cmd": "collect", "expect": chunk_n, "timeoutMs": 60000, "from": chunk_from})
+            await gen.start_collect({"expect": chunk_n, "timeoutMs": 60000, "from": chunk_from})
             await producer.produce(opts.k_rate, K_WARM_CHUNK_SECONDS)
             await gen.read(90)
             warm_s = time.monotonic() - warm_start
@@ -858,9 +858,8 @@ async def scenario_k(opts: Options) -> dict[str, Any]:
             start_ms = int(time.time() * 1000)
             cpu0 = servers.cpu_seconds(procs[0].pid)
             side0 = {name: servers.cpu_seconds(p.pid) for name, p in sides}
-            await gen.send(
+            await gen.start_collect(
                 {
-                    "cmd": "collect",
                     "expect": expect,
                     "timeoutMs": int(opts.k_seconds * 1000) + 10000,
                     "from": start_ms,

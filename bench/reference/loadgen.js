@@ -3,7 +3,8 @@
 // (bench/run.py) over stdin/stdout, one JSON object per line.
 //
 //   argv[2]: path of a JSON config {mode: "L"|"C"|"K", secret, urls, ...} (see bench/loadgen.py)
-//   stdout:  {"type":"ready",...} once set up, then one result line per command, {"type":"bye"} at exit
+//   stdout:  {"type":"ready",...} once set up, then one result line per command, {"type":"bye"} at exit;
+//            a collect first answers {"type":"collecting"} once it counts (events before are not)
 //   stdin:   {"cmd":"step",rate,seconds,startAt,drainMs} | {"cmd":"collect",expect,timeoutMs,from,overMs}
 //            | {"cmd":"quit"}  (collect counts the events later than overMs per 100 ms window)
 //
@@ -348,6 +349,7 @@ async function collect(cmd) {
     over: new Map(),
     gc: new Map(),
   };
+  out({ type: "collecting" });
   const cpu0 = cpuMs();
   while (Date.now() - start < cmd.timeoutMs) {
     if (cmd.expect && window.received >= cmd.expect) break;

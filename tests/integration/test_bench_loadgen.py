@@ -85,7 +85,7 @@ async def test_status_collect_counts_every_order_status_with_its_age(
         ready = await gen.start(wait_s=60)
         assert ready["sockets"] == 5, ready
         started = int(time.time() * 1000)
-        await gen.send({"cmd": "collect", "expect": 10, "timeoutMs": 10000, "from": started, "overMs": 25})
+        await gen.start_collect({"expect": 10, "timeoutMs": 10000, "from": started, "overMs": 25})
         statuses = [
             envelope("order.status_changed", {"orderId": o["orderId"], "status": status})
             for status in ("picked_up", "in_transit")
