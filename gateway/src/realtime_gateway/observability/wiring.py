@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
@@ -149,7 +150,7 @@ def instrument_redis(client: Any, metrics: GatewayMetrics) -> None:
         # A counting subclass, not a wrapper stored on the instance: a stored wrapper holding
         # ``pipe.execute`` (a bound method) made each pipeline a reference cycle, garbage for the
         # cyclic collector (four pipelines, 24 objects, per socket's connect and close).
-        pipe.__class__ = _counted_pipeline_class(type(pipe))
+        pipe.__class__ = _counted_pipeline_class(pipe.__class__)
         pipe._realtime_metrics = metrics
         return pipe
 
@@ -158,28 +159,23 @@ def instrument_redis(client: Any, metrics: GatewayMetrics) -> None:
     client._realtime_instrumented = True
 
 
-_COUNTED_PIPELINES: dict[type, type] = {}
-
-
+@cache
 def _counted_pipeline_class(base: type) -> type:
     """``base`` (redis-py's ``Pipeline`` or ``ClusterPipeline``) whose ``execute`` counts in the
-    metrics its instance carries."""
-    counted = _COUNTED_PIPELINES.get(base)
-    if counted is None:
-        run = base.execute  # type: ignore[attr-defined]
+    metrics its instance carries; one class per base."""
+    run = base.execute  # type: ignore[attr-defined]
 
-        async def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
-            metrics: GatewayMetrics = self._realtime_metrics
-            try:
-                result = await run(self, *args, **kwargs)
-            except RedisError:
-                metrics.redis_errors.labels("pipeline").inc()
-                raise
-            metrics.redis_op("pipeline")
-            return result
+    async def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+        metrics: GatewayMetrics = self._realtime_metrics
+        try:
+            result = await run(self, *args, **kwargs)
+        except RedisError:
+            metrics.redis_errors.labels("pipeline").inc()
+            raise
+        metrics.redis_op("pipeline")
+        return result
 
-        counted = _COUNTED_PIPELINES[base] = type(f"Counted{base.__name__}", (base,), {"execute": execute})
-    return counted
+    return type(f"Counted{base.__name__}", (base,), {"execute": execute})
 
 
 # --- observer (transport/handlers.Observer) -----------------------------------------------------
